@@ -1,0 +1,305 @@
+"""What a structure is: a validated, immutable point theta of the 7-class einsum space.
+
+A spec is parsed once from any of the accepted forms and never changes afterwards:
+
+- the paper's notation ``"(a|b|g|d|e|f|r)"`` (decimals or fractions such as ``1/2``),
+- a JSON object (or mapping) keyed ``alpha`` .. ``rho``,
+- a named structure with an optional exponent: ``dense``, ``low-rank:0.5``,
+  ``kronecker``, ``sum-kronecker:0.25``, ``btt``, ``monarch``, ``btt:0.25``, ``tt:0.25``.
+
+Nothing here imports torch or optuna.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from fractions import Fraction
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from structsearch.errors import SpecError
+
+__all__ = [
+    "CLASSES",
+    "INPUT_CLASSES",
+    "OUTPUT_CLASSES",
+    "SUM_TOLERANCE",
+    "Spec",
+    "parse_spec",
+    "named_structures",
+    "known_name",
+    "as_fraction",
+]
+
+CLASSES: tuple[str, ...] = ("alpha", "beta", "gamma", "delta", "epsilon", "phi", "rho")
+INPUT_CLASSES: tuple[str, ...] = ("alpha", "beta", "gamma")
+OUTPUT_CLASSES: tuple[str, ...] = ("delta", "epsilon", "phi")
+SUM_TOLERANCE = 1e-6
+
+
+def as_fraction(value: float, max_denominator: int = 1000) -> Fraction:
+    """The simple fraction a float exponent stands for (``0.3333333`` -> ``1/3``).
+
+    >>> as_fraction(0.3333333333)
+    Fraction(1, 3)
+    """
+    approx = Fraction(value).limit_denominator(max_denominator)
+    if abs(float(approx) - value) <= 1e-9:
+        return approx
+    return Fraction(value)
+
+
+class Spec(BaseModel):
+    """A point theta of the two-core einsum space (taxonomy.md section 1).
+
+    >>> Spec.parse("(0.5|0|0.5|0|0.5|0.5|0)").paper
+    '(1/2|0|1/2|0|1/2|1/2|0)'
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    alpha: float = Field(ge=0.0, le=1.0, description="input index consumed by A")
+    beta: float = Field(ge=0.0, le=1.0, description="input index consumed by B")
+    gamma: float = Field(ge=0.0, le=1.0, description="input index shared by A and B")
+    delta: float = Field(ge=0.0, le=1.0, description="output index produced by A")
+    epsilon: float = Field(ge=0.0, le=1.0, description="output index produced by B")
+    phi: float = Field(ge=0.0, le=1.0, description="output index shared by A and B")
+    rho: float = Field(ge=0.0, le=1.0, description="rank index between the cores")
+
+    @model_validator(mode="after")
+    def _exponents_sum_to_one(self) -> Spec:
+        for side, names in (("input", INPUT_CLASSES), ("output", OUTPUT_CLASSES)):
+            total = sum(getattr(self, n) for n in names)
+            if abs(total - 1.0) > SUM_TOLERANCE:
+                raise ValueError(
+                    f"{side} exponents {'+'.join(names)} must sum to 1 "
+                    f"(tolerance {SUM_TOLERANCE:g}), got {total:.6g}"
+                )
+        return self
+
+    # -- construction -------------------------------------------------------------
+    @classmethod
+    def parse(cls, value: str | Mapping[str, Any] | Sequence[float] | Spec) -> Spec:
+        """Parse any accepted form; see :func:`parse_spec`."""
+        return parse_spec(value)
+
+    @classmethod
+    def from_theta(cls, theta: Sequence[float]) -> Spec:
+        """Build from seven numbers in the order alpha..rho."""
+        if len(theta) != len(CLASSES):
+            raise SpecError(f"theta: expected 7 entries (alpha..rho), got {len(theta)}")
+        return _validated(dict(zip(CLASSES, (float(t) for t in theta), strict=True)))
+
+    # -- views -------------------------------------------------------------------
+    @property
+    def theta(self) -> tuple[float, ...]:
+        """The seven exponents in the order alpha..rho."""
+        return tuple(getattr(self, c) for c in CLASSES)
+
+    @property
+    def fractions(self) -> tuple[Fraction, ...]:
+        """The exponents as the simple fractions they stand for."""
+        return tuple(as_fraction(t) for t in self.theta)
+
+    @property
+    def paper(self) -> str:
+        """The paper's notation, with simple fractions where the float is one."""
+        return "(" + "|".join(str(f) for f in self.fractions) + ")"
+
+    @property
+    def name(self) -> str | None:
+        """The known structure this theta is, if any (``btt``, ``low-rank:1/2``, ...)."""
+        return known_name(self)
+
+    def as_dict(self) -> dict[str, float]:
+        return {c: getattr(self, c) for c in CLASSES}
+
+    def relabelled(self) -> Spec:
+        """Swap the roles of the cores: alpha<->beta and delta<->epsilon (taxonomy.md 3)."""
+        t = self.as_dict()
+        t["alpha"], t["beta"] = t["beta"], t["alpha"]
+        t["delta"], t["epsilon"] = t["epsilon"], t["delta"]
+        return Spec(**t)
+
+    def __str__(self) -> str:
+        return self.paper
+
+
+# -- named structures ---------------------------------------------------------------
+# Each builder takes the optional exponent after the colon (the rank exponent r).
+NamedBuilder = Callable[[float | None], tuple[float, ...]]
+
+
+def _require(param: float | None, default: float | None, structure: str) -> float:
+    if param is None:
+        if default is None:
+            raise SpecError(f"{structure}: needs a rank exponent, e.g. '{structure}:0.5'")
+        return default
+    return param
+
+
+def _no_param(structure: str, theta: tuple[float, ...]) -> NamedBuilder:
+    def build(param: float | None) -> tuple[float, ...]:
+        if param is not None:
+            raise SpecError(f"{structure}: takes no exponent, got ':{param:g}'")
+        return theta
+
+    return build
+
+
+def _ranked(structure: str, base: tuple[float, ...], default: float | None) -> NamedBuilder:
+    def build(param: float | None) -> tuple[float, ...]:
+        r = _require(param, default, structure)
+        return (*base[:6], r)
+
+    return build
+
+
+_h, _q = 0.5, 0.25
+_NAMED: dict[str, NamedBuilder] = {
+    "dense": _no_param("dense", (1, 0, 0, 1, 0, 0, 0)),
+    "low-rank": _ranked("low-rank", (1, 0, 0, 0, 1, 0, 0), default=0.5),
+    "kronecker": _no_param("kronecker", (_h, _h, 0, _h, _h, 0, 0)),
+    "sum-kronecker": _ranked("sum-kronecker", (_h, _h, 0, _h, _h, 0, 0), default=0.25),
+    "btt": _ranked("btt", (_h, 0, _h, 0, _h, _h, 0), default=0.0),
+    "monarch": _no_param("monarch", (_h, 0, _h, 0, _h, _h, 0)),
+    "tt": _ranked("tt", (_h, _q, _q, _q, _h, _q, 0), default=0.0),
+}
+# Names that print for a theta: the first registered match wins (btt before monarch).
+_CANONICAL_NAMES = ("dense", "kronecker", "btt", "low-rank", "sum-kronecker", "tt")
+
+
+def named_structures() -> tuple[str, ...]:
+    """The registered structure names, for error messages and ``--help``."""
+    return tuple(_NAMED)
+
+
+def known_name(spec: Spec, tol: float = 1e-9) -> str | None:
+    """The name a theta is known by, with its exponent where it has one.
+
+    >>> known_name(Spec.from_theta((1, 0, 0, 0, 1, 0, 0.5)))
+    'low-rank:1/2'
+    """
+    theta = spec.theta
+    for name in _CANONICAL_NAMES:
+        builder = _NAMED[name]
+        try:
+            base = builder(None) if name in ("dense", "kronecker") else builder(theta[6])
+        except SpecError:
+            continue
+        if all(abs(a - b) <= tol for a, b in zip(base, theta, strict=True)):
+            if name in ("dense", "kronecker") or (name in ("btt", "tt") and theta[6] == 0):
+                return name
+            return f"{name}:{as_fraction(theta[6])}"
+    return None
+
+
+# -- parsing ------------------------------------------------------------------------
+_NUMBER = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(?:/\s*([0-9]*\.?[0-9]+)\s*)?$")
+
+
+def _parse_number(text: str, where: str) -> float:
+    match = _NUMBER.match(text)
+    if not match:
+        stripped = text.strip()
+        if stripped.startswith("-"):
+            raise SpecError(f"{where}: must be >= 0, got {stripped}")
+        raise SpecError(f"{where}: expected a number or fraction like 1/2, got {text.strip()!r}")
+    num = float(match.group(1))
+    if match.group(2) is None:
+        return num
+    den = float(match.group(2))
+    if den == 0:
+        raise SpecError(f"{where}: division by zero in {text.strip()!r}")
+    return num / den
+
+
+def _validated(fields: Mapping[str, Any]) -> Spec:
+    try:
+        return Spec(**fields)
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        msg = first["msg"].removeprefix("Value error, ")
+        where = f"theta.{loc}" if loc else "theta"
+        got = f", got {first['input']!r}" if loc and "input" in first else ""
+        raise SpecError(f"{where}: {msg}{got}") from None
+
+
+def _from_mapping(obj: Mapping[str, Any]) -> Spec:
+    unknown = sorted(set(obj) - set(CLASSES))
+    if unknown:
+        raise SpecError(f"theta: unknown key(s) {', '.join(unknown)}; expected {', '.join(CLASSES)}")
+    missing = [c for c in CLASSES if c not in obj]
+    if missing:
+        raise SpecError(f"theta: missing key(s) {', '.join(missing)}")
+    values: dict[str, float] = {}
+    for key in CLASSES:
+        raw = obj[key]
+        if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+            raise SpecError(f"theta.{key}: expected a number, got {raw!r}")
+        value = _parse_number(raw, f"theta.{key}") if isinstance(raw, str) else float(raw)
+        if not math.isfinite(value):
+            raise SpecError(f"theta.{key}: must be finite, got {raw!r}")
+        values[key] = value
+    return _validated(values)
+
+
+def _from_paper(text: str) -> Spec:
+    inner = text.strip()
+    if not (inner.startswith("(") and inner.endswith(")")):
+        raise SpecError(f"theta: paper notation needs parentheses, e.g. (1/2|0|1/2|0|1/2|1/2|0), got {text!r}")
+    parts = inner[1:-1].split("|")
+    if len(parts) != len(CLASSES):
+        raise SpecError(
+            f"theta: expected 7 '|'-separated entries (alpha|beta|gamma|delta|epsilon|phi|rho), got {len(parts)}"
+        )
+    return _validated({c: _parse_number(p, f"theta.{c}") for c, p in zip(CLASSES, parts, strict=True)})
+
+
+def _from_name(text: str) -> Spec:
+    name, _, param_text = text.strip().lower().partition(":")
+    builder = _NAMED.get(name)
+    if builder is None:
+        raise SpecError(
+            f"unknown structure {name!r}; expected one of {', '.join(_NAMED)}, "
+            "a theta like (1/2|0|1/2|0|1/2|1/2|0), or a JSON object keyed alpha..rho"
+        )
+    param = _parse_number(param_text, f"{name} exponent") if param_text else None
+    return Spec.from_theta(builder(param))
+
+
+def parse_spec(value: str | Mapping[str, Any] | Sequence[float] | Spec) -> Spec:
+    """Parse a theta from any accepted form into a validated :class:`Spec`.
+
+    >>> parse_spec("btt").paper
+    '(1/2|0|1/2|0|1/2|1/2|0)'
+    >>> parse_spec({"alpha": 1, "beta": 0, "gamma": 0, "delta": 0, "epsilon": 1, "phi": 0, "rho": 0.5}).name
+    'low-rank:1/2'
+    """
+    if isinstance(value, Spec):
+        return value
+    if isinstance(value, Mapping):
+        return _from_mapping(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            raise SpecError("theta: empty string; expected a theta, a structure name or a JSON object")
+        if text.startswith("{"):
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise SpecError(f"theta: invalid JSON ({err.msg} at column {err.colno})") from None
+            if not isinstance(obj, dict):
+                raise SpecError("theta: JSON must be an object keyed alpha..rho")
+            return _from_mapping(obj)
+        if text.startswith("(") or "|" in text:
+            return _from_paper(text)
+        return _from_name(text)
+    if isinstance(value, Sequence):
+        return Spec.from_theta(value)
+    raise SpecError(f"theta: cannot parse a {type(value).__name__}")
