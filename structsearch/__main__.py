@@ -1,0 +1,5 @@
+import sys
+
+from structsearch.cli import main
+
+sys.exit(main())
