@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from structsearch.errors import SizeError
 from structsearch.spec import CLASSES, INPUT_CLASSES, OUTPUT_CLASSES, Spec
 
-__all__ = ["MAX_PADDING", "ClassSizes", "class_sizes", "check_layer_sizes"]
+__all__ = ["MAX_PADDING", "ClassSizes", "check_layer_sizes", "class_sizes"]
 
 MAX_PADDING = 0.15
 

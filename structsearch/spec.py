@@ -29,10 +29,10 @@ __all__ = [
     "OUTPUT_CLASSES",
     "SUM_TOLERANCE",
     "Spec",
-    "parse_spec",
-    "named_structures",
-    "known_name",
     "as_fraction",
+    "known_name",
+    "named_structures",
+    "parse_spec",
 ]
 
 CLASSES: tuple[str, ...] = ("alpha", "beta", "gamma", "delta", "epsilon", "phi", "rho")
@@ -76,8 +76,7 @@ class Spec(BaseModel):
             total = sum(getattr(self, n) for n in names)
             if abs(total - 1.0) > SUM_TOLERANCE:
                 raise ValueError(
-                    f"{side} exponents {'+'.join(names)} must sum to 1 "
-                    f"(tolerance {SUM_TOLERANCE:g}), got {total:.6g}"
+                    f"{side} exponents {'+'.join(names)} must sum to 1 (tolerance {SUM_TOLERANCE:g}), got {total:.6g}"
                 )
         return self
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from structsearch.errors import StructSearchError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 # command name -> module defining register(); each imports heavy libraries inside run only.
 COMMANDS: dict[str, str] = {
