@@ -207,8 +207,9 @@ class IndexGraph:
             if k == len(order) - 1:
                 result, result_name = self.y, "y"
             else:
-                keep = dict.fromkeys(i for i in later if i in touched)
-                result, result_name = tuple(keep), f"Z{k + 1}" if len(order) > 2 else "Z"
+                needed = set(later)
+                result = tuple(i for i in touched if i in needed)
+                result_name = f"Z{k + 1}" if len(order) > 2 else "Z"
             steps.append(Step(current_name, core, result_name, current, core_indices, result))
             current_name, current = result_name, result
         return steps

@@ -95,7 +95,8 @@ def class_sizes(spec: Spec, d_in: int, d_out: int, max_padding: float | None = M
     base = {"rho": min(d_in, d_out)}
     base.update(dict.fromkeys(INPUT_CLASSES, d_in))
     base.update(dict.fromkeys(OUTPUT_CLASSES, d_out))
-    sizes = {c: max(1, round(base[c] ** getattr(spec, c))) for c in CLASSES}
+    # exp(t log d) rather than d ** t: the vectorised batch path computes it the same way
+    sizes = {c: max(1, round(math.exp(getattr(spec, c) * math.log(base[c])))) for c in CLASSES}
     _cover(sizes, INPUT_CLASSES, spec, d_in)
     _cover(sizes, OUTPUT_CLASSES, spec, d_out)
     result = ClassSizes(**sizes, d_in=d_in, d_out=d_out)

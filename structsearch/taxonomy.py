@@ -35,6 +35,7 @@ from structsearch.graph import (
     X_LAYOUT,
     Y_LAYOUT,
     IndexGraph,
+    RankBound,
     T,
     class_values,
     exponent_of,
@@ -305,8 +306,10 @@ def analyze(spec: Spec | str, d_in: int, d_out: int, max_padding: float | None =
     graph = two_core_graph(spec)
     values = {i: v for i, v in class_values(dims.as_dict).items() if i in graph.sizes}
     macs = graph.macs(values)
-    bounds = graph.rank_bounds()
-    bound_values = [b.value(values) for b in bounds]
+    # the graph's bounds hold for the padded operator; padding x and truncating y keep
+    # only a d_out x d_in block of it
+    bounds = [*graph.rank_bounds(), RankBound("d_in", ((),), ()), RankBound("d_out", ((),), ())]
+    bound_values = [b.value(values) for b in bounds[:-2]] + [d_in, d_out]
     tightest = int(np.argmin(bound_values))
     cheapest_order, cheapest_macs = graph.cheapest_path(values, batch=CHEAPEST_ORDER_BATCH)
     exp = exponents(spec)
@@ -371,17 +374,19 @@ def symbolic_formulas(spec: Spec | str) -> dict[str, str]:
 
 
 # -- the vectorised batch path ------------------------------------------------------------
-def _batch_sizes(thetas: np.ndarray, d_in: int, d_out: int) -> np.ndarray:
+def _batch_sizes(columns: list[np.ndarray], d_in: int, d_out: int) -> list[np.ndarray]:
     """Rounded class sizes for many thetas at once; mirrors :func:`structsearch.sizes.class_sizes`."""
-    base = np.array([d_in] * 3 + [d_out] * 3 + [min(d_in, d_out)], dtype=np.float64)
-    sizes = np.maximum(1, np.round(base**thetas)).astype(np.int64)
-    rows = np.arange(len(thetas))
-    for cols, target in ((slice(0, 3), d_in), (slice(3, 6), d_out)):
-        side = sizes[:, cols]
-        largest = np.argmax(thetas[:, cols], axis=1)  # ties: the first, as in class_sizes
-        others = side.prod(axis=1) // side[rows, largest]
-        side[rows, largest] = np.maximum(1, -(-target // others))
-        sizes[:, cols] = side
+    bases = [d_in] * 3 + [d_out] * 3 + [min(d_in, d_out)]
+    sizes = [np.maximum(1, np.rint(np.exp(t * np.log(base)))).astype(np.int64) for t, base in zip(columns, bases)]
+    for side, target in ((slice(0, 3), d_in), (slice(3, 6), d_out)):
+        t, n = columns[side], sizes[side]
+        # the class with the largest exponent absorbs the remainder (ties: the first)
+        first = (t[0] >= t[1]) & (t[0] >= t[2])
+        second = ~first & (t[1] >= t[2])
+        third = ~first & ~second
+        for k, (mine, others) in enumerate(((first, n[1] * n[2]), (second, n[0] * n[2]), (third, n[0] * n[1]))):
+            n[k] = np.where(mine, np.maximum(1, -(-target // others)), n[k])
+        sizes[side] = n
     return sizes
 
 
@@ -419,29 +424,41 @@ def batch_taxonomy(thetas: np.ndarray, d_in: int, d_out: int) -> dict[str, np.nd
     thetas = np.asarray(thetas, dtype=np.float64)
     if thetas.ndim != 2 or thetas.shape[1] != 7:
         raise ValueError(f"thetas: expected an array of shape (N, 7), got {thetas.shape}")
+    out: dict[str, np.ndarray] = {}
+    # Column-contiguous chunks that fit in cache: numpy's temporaries then stay cheap.
+    for start in range(0, len(thetas), _CHUNK):
+        part = _batch_chunk(np.ascontiguousarray(thetas[start : start + _CHUNK].T), d_in, d_out)
+        for key, value in part.items():
+            out.setdefault(key, []).append(value)  # type: ignore[arg-type]
+    if not out:
+        return _batch_chunk(np.zeros((7, 0)), d_in, d_out)
+    return {key: np.concatenate(parts) for key, parts in out.items()}  # type: ignore[arg-type]
+
+
+_CHUNK = 1 << 15
+
+
+def _batch_chunk(columns_array: np.ndarray, d_in: int, d_out: int) -> dict[str, np.ndarray]:
     fns = _vectorised()
-    cols = [thetas[:, k] for k in range(7)]
-    out: dict[str, np.ndarray] = {
-        k: np.broadcast_to(fns[k](*cols), (len(thetas),)).astype(np.float64) for k in ("omega", "psi", "nu")
-    }
-    flops_exp = fns["flops"](*cols)
-    out["non_redundant"] = flops_exp <= fns["flops_relabelled"](*cols) + EXPONENT_TOLERANCE
+    cols = list(columns_array)
+    n = columns_array.shape[1]
+    out = {k: np.broadcast_to(fns[k](*cols), (n,)).astype(np.float64) for k in ("omega", "psi", "nu")}
+    out["non_redundant"] = fns["flops"](*cols) <= fns["flops_relabelled"](*cols) + EXPONENT_TOLERANCE
     out["non_degenerate"] = out["nu"] <= 1 + EXPONENT_TOLERANCE
     out["canonical"] = out["non_redundant"] & out["non_degenerate"]
-    sums_ok = (np.abs(thetas[:, 0:3].sum(1) - 1) <= 1e-6) & (np.abs(thetas[:, 3:6].sum(1) - 1) <= 1e-6)
-    out["valid"] = sums_ok & (thetas >= 0).all(1) & (thetas <= 1).all(1)
-    sizes = _batch_sizes(thetas, d_in, d_out)
-    columns = [sizes[:, k] for k in range(7)]
-    present = thetas > 0
-    out["sizes"] = sizes
-    out["params"] = np.zeros(len(thetas), dtype=np.int64)
-    out["macs"] = np.zeros(len(thetas), dtype=np.int64)
+    a, b, g, d, e, f, r = cols
+    sums_ok = (np.abs(a + b + g - 1) <= 1e-6) & (np.abs(d + e + f - 1) <= 1e-6)
+    out["valid"] = sums_ok & (columns_array >= 0).all(0) & (columns_array <= 1).all(0)
+    sizes = _batch_sizes(cols, d_in, d_out)
+    present = columns_array > 0
+    out["sizes"] = np.stack(sizes, axis=1)
+    out["params"] = np.zeros(n, dtype=np.int64)
+    out["macs"] = np.zeros(n, dtype=np.int64)
     for core, params_fn, macs_fn in _count_functions():
         # a core whose classes all have exponent 0 is a folded scalar (see two_core_graph)
-        held = present[:, [CLASSES.index(c) for c in core]].any(1)
-        out["params"] += np.where(held, params_fn(*columns), 0)
-        out["macs"] += np.where(held, macs_fn(*columns), 0)
-    a, b, g, d, e, f, _ = columns
-    padded_in, padded_out = a * b * g, d * e * f
-    out["padding"] = np.maximum(padded_in / d_in, padded_out / d_out) - 1.0
+        held = present[[CLASSES.index(c) for c in core]].any(0)
+        out["params"] += np.where(held, params_fn(*sizes), 0)
+        out["macs"] += np.where(held, macs_fn(*sizes), 0)
+    sa, sb, sg, sd, se, sf, _ = sizes
+    out["padding"] = np.maximum(sa * sb * sg / d_in, sd * se * sf / d_out) - 1.0
     return out
