@@ -377,7 +377,10 @@ def symbolic_formulas(spec: Spec | str) -> dict[str, str]:
 def _batch_sizes(columns: list[np.ndarray], d_in: int, d_out: int) -> list[np.ndarray]:
     """Rounded class sizes for many thetas at once; mirrors :func:`structsearch.sizes.class_sizes`."""
     bases = [d_in] * 3 + [d_out] * 3 + [min(d_in, d_out)]
-    sizes = [np.maximum(1, np.rint(np.exp(t * np.log(base)))).astype(np.int64) for t, base in zip(columns, bases)]
+    sizes = [
+        np.maximum(1, np.rint(np.exp(t * np.log(base)))).astype(np.int64)
+        for t, base in zip(columns, bases, strict=True)
+    ]
     for side, target in ((slice(0, 3), d_in), (slice(3, 6), d_out)):
         t, n = columns[side], sizes[side]
         # the class with the largest exponent absorbs the remainder (ties: the first)
