@@ -95,3 +95,10 @@ def test_sum_tolerance_is_one_in_a_million():
 
 def test_registry_lists_names():
     assert {"dense", "low-rank", "kronecker", "btt", "monarch", "tt", "sum-kronecker"} <= set(named_structures())
+
+
+def test_committed_json_schema_is_current():
+    from pathlib import Path
+
+    committed = json.loads((Path(__file__).parents[1] / "docs" / "spec.schema.json").read_text())
+    assert committed == Spec.model_json_schema()
