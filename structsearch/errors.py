@@ -7,12 +7,12 @@ The CLI turns any ``StructSearchError`` into one line on stderr and exit code 2.
 from __future__ import annotations
 
 __all__ = [
-    "StructSearchError",
-    "SpecError",
     "SizeError",
-    "TaskError",
     "SpaceError",
+    "SpecError",
+    "StructSearchError",
     "StudyError",
+    "TaskError",
 ]
 
 

@@ -1,0 +1,64 @@
+"""``structsearch report``: the best trials of a study, Spearman correlations, plots."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+__all__ = ["register", "run"]
+
+EXAMPLES = """examples:
+  structsearch report demo
+  structsearch report shared --storage postgresql://user@host/db --top 20 --json
+"""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "report",
+        help="best trials, Spearman correlations of omega/psi/nu with loss, plots",
+        description="Report on a stored study: a table of the best trials, the Spearman correlation of omega, psi "
+        "and nu with the loss, and PNG plots (loss vs training FLOPs with the Pareto front; the omega-psi plane "
+        "coloured by loss) written to runs/<study>/. Reads what the study stored; recomputes nothing.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("study", metavar="STUDY", help="study name")
+    parser.add_argument("--storage", default=None, metavar="URL", help="Optuna storage URL or journal file")
+    parser.add_argument("--top", type=_positive_int, default=10, metavar="K", help="best trials to list (default 10)")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--runs-dir", default=None, metavar="DIR", help="where runs/<study>/ lives (default runs)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import optuna
+
+    from structsearch.report import report
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    result = report(args.study, args.storage, top=args.top, plots=not args.no_plots, runs_dir=args.runs_dir)
+    if args.json:
+        print(json.dumps(result.to_dict(), default=str))
+        return 0
+    _console().print(result)
+    return 0
+
+
+def _console():
+    """stdout console; wide when not a terminal so that tables stay readable in pipes and logs."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=160)

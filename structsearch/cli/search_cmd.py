@@ -1,0 +1,153 @@
+"""``structsearch search``: search a space of structures with Optuna, steered by the taxonomy."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+__all__ = ["register", "run"]
+
+EXAMPLES = """examples:
+  structsearch search --space btt --task mlp-regression --budget 1e9 --trials 12 --width 64
+  structsearch search --space full --sampler nsga2 --objective pareto --trials 40 --study pareto-full
+  structsearch search --space search_spaces/kronecker.yaml --no-steer --sampler random --trials 20
+  structsearch search --space full --storage postgresql://user@host/db --study shared   (one per worker)
+
+Running the same command again resumes the study (runs/<study>/journal.log by default).
+Spaces: full, full-continuous, btt, kronecker, low-rank, steered-default, or a YAML file.
+"""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _flops(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of FLOPs like 1e9, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of FLOPs, got {text!r}")
+    return value
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "search",
+        help="search a space of structures (Optuna, taxonomy-steered), resumable",
+        description="Propose structures from a search space with Optuna, canonicalise every proposal, settle "
+        "invalid, redundant, duplicate and out-of-constraint ones analytically (no training), train the rest "
+        "on the task at the FLOP budget, and record everything in a resumable study.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--space",
+        default="steered-default",
+        metavar="NAME_OR_FILE",
+        help="a shipped space name or a YAML file (default steered-default)",
+    )
+    parser.add_argument("--task", default="mlp-regression", help="mlp-regression, char-lm or package.module:function")
+    parser.add_argument(
+        "--budget",
+        type=_flops,
+        default=None,
+        metavar="FLOPS",
+        help="training FLOPs per trial (default: the task's proxy budget)",
+    )
+    parser.add_argument(
+        "--trials",
+        type=_positive_int,
+        default=12,
+        metavar="N",
+        help="finished trials the study should hold, settled ones included (default 12)",
+    )
+    parser.add_argument(
+        "--max-trainings",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="also stop once the study holds N trained trials",
+    )
+    parser.add_argument("--study", default=None, metavar="NAME", help="study name (default <space>-<task>-<objective>)")
+    parser.add_argument(
+        "--storage",
+        default=None,
+        metavar="URL",
+        help="Optuna storage URL or journal file (default runs/<study>/journal.log)",
+    )
+    parser.add_argument(
+        "--sampler",
+        choices=("tpe", "nsga2", "random", "grid"),
+        default=None,
+        help="default tpe for --objective loss, nsga2 for pareto",
+    )
+    parser.add_argument(
+        "--objective",
+        choices=("loss", "pareto"),
+        default="loss",
+        help="loss, or pareto: minimise loss and MACs together",
+    )
+    parser.add_argument(
+        "--steer",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="taxonomy steering (default on; --no-steer: plain Optuna over raw theta)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sampler and of training (default 0)")
+    parser.add_argument("--width", type=_positive_int, default=None, help="model width (default: the task's)")
+    parser.add_argument(
+        "--evaluator",
+        default=None,
+        metavar="toy|MODULE:FUNC",
+        help="replace the trainer: 'toy' (analytic, no training) or a function like evaluate",
+    )
+    parser.add_argument("--runs-dir", default=None, metavar="DIR", help="where runs/<study>/ lives (default runs)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress display on stderr")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import optuna
+
+    from structsearch.search import search
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    result = search(
+        args.space,
+        task=args.task,
+        budget=args.budget,
+        trials=args.trials,
+        study=args.study,
+        storage=args.storage,
+        sampler=args.sampler,
+        objective=args.objective,
+        steer=args.steer,
+        seed=args.seed,
+        width=args.width,
+        evaluate_fn=args.evaluator,
+        max_trainings=args.max_trainings,
+        progress=not args.no_progress,
+        runs_dir=args.runs_dir,
+    )
+    if args.json:
+        print(json.dumps(result.to_dict(), default=str))
+        return 0
+    _console().print(result)
+    return 0
+
+
+def _console():
+    """stdout console; wide when not a terminal so that tables stay readable in pipes and logs."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=160)

@@ -1,0 +1,802 @@
+"""How a candidate is scored: train a structure on a task under a FLOP budget.
+
+:func:`evaluate` builds the task's model with the structure's layers at one width (given, or
+by the task's rule: ``"matched"`` is the iso-FLOP width of :func:`matched_width`), counts
+the training FLOPs of one step (docs/evaluation.md), turns the budget into a number of
+steps, trains with AdamW and a warmup + cosine schedule, and returns an :class:`EvalResult`.
+
+Compute accounting, per training step::
+
+    linear FLOPs = 6 * sum over linear layers (MACs per vector * vectors per step)
+                   (forward 2x, backward 4x: input and weight gradients)
+    other FLOPs  = what torch.utils.flop_counter.FlopCounterMode measures for one whole
+                   training step (forward + backward) outside the linear layers
+                   (attention score and value matmuls; elementwise ops count 0)
+    steps        = floor(budget / (linear FLOPs + other FLOPs)), at least 1
+
+A NaN/inf loss or one that explodes past ``explode_factor`` times the first loss ends the
+trial as diverged; a RuntimeError (out of memory, ...) in training ends it as failed. Neither
+raises: only bad input does (``SpecError``, ``SizeError``, ``TaskError``).
+
+Importing this module is cheap: torch loads inside :func:`evaluate`.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import sys
+import time
+import types
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from structsearch.errors import StructSearchError, TaskError
+from structsearch.spec import Spec, parse_spec
+
+__all__ = [
+    "CurvePoint",
+    "EvalResult",
+    "FlopAccount",
+    "LayerCount",
+    "ProxyResult",
+    "count_step_flops",
+    "evaluate",
+    "extrapolate_loss",
+    "linear_macs_at",
+    "matched_width",
+    "proxy",
+    "resolve_device",
+    "scale",
+    "steps_for_budget",
+]
+
+EXPLODE_FACTOR = 20.0
+
+
+class CurvePoint(BaseModel):
+    """One point of the loss curve: validation score after ``step`` steps."""
+
+    model_config = ConfigDict(frozen=True)
+
+    step: int
+    train_flops: float = Field(description="cumulative training FLOPs after this step")
+    wall_seconds: float = Field(description="cumulative training wall time (evaluation excluded)")
+    val_loss: float | None = Field(description="validation score (task metric), None if not finite")
+    train_loss: float | None = Field(default=None, description="mean training loss since the previous point")
+
+
+class LayerCount(BaseModel):
+    """A linear layer's share of the step: MACs per vector times vectors per step."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    kind: str
+    d_in: int
+    d_out: int
+    structured: bool
+    macs_per_vector: int
+    vectors_per_step: int
+
+    @property
+    def macs_per_step(self) -> int:
+        return self.macs_per_vector * self.vectors_per_step
+
+
+class FlopAccount(BaseModel):
+    """Training FLOPs of one step, with the pieces a reader needs to check them."""
+
+    model_config = ConfigDict(frozen=True)
+
+    linear_macs_per_step: int = Field(description="sum of MACs per vector * vectors per step over linear layers")
+    linear_flops_per_step: float = Field(description="6 * linear_macs_per_step (forward 2x + backward 4x)")
+    other_flops_per_step: float = Field(description="FlopCounterMode, whole step, outside the linear layers")
+    flops_per_step: float = Field(description="linear + other: what the budget is divided by")
+    measured_flops_per_step: float = Field(description="FlopCounterMode total for one whole step (cross-check)")
+    layers: list[LayerCount]
+
+    @property
+    def measured_ratio(self) -> float:
+        """measured / formula; slightly below 1 because the first layer needs no input gradient."""
+        return self.measured_flops_per_step / self.flops_per_step if self.flops_per_step else float("nan")
+
+
+class EvalResult(BaseModel):
+    """The outcome of one training trial. ``to_dict()`` is JSON-safe."""
+
+    model_config = ConfigDict(frozen=True)
+
+    spec: str = Field(description="theta in paper notation")
+    structure: str | None = Field(description="known structure name, if any")
+    task: str
+    metric: str
+    status: Literal["ok", "diverged", "failed"]
+    final_loss: float | None = Field(description="validation score at the end; None unless status is ok")
+    score: float | None = Field(default=None, description="what to rank by: final_loss here (see proxy())")
+    diverged: bool
+    divergence_step: int | None = None
+    reason: str | None = None
+    curve: list[CurvePoint]
+    params: int = Field(default=0, description="trainable parameters of the whole model")
+    structured_params: int = Field(default=0, description="parameters in the structured layers")
+    macs: int = Field(default=0, description="linear-layer MACs per input vector (per sample; per token for char-lm)")
+    structured_macs: int = Field(default=0, description="MACs per vector of the structured layers, summed")
+    width: int
+    width_rule: str = Field(default="explicit", description="matched (iso-FLOP), fixed (task default) or explicit")
+    layer_shapes: list[tuple[int, int]] = Field(default=[], description="(d_in, d_out) of each structured layer")
+    budget: float = Field(description="training FLOP budget asked for")
+    train_flops: float = Field(default=0.0, description="FLOPs actually spent: steps done * flops per step")
+    flops_per_step: float = 0.0
+    flops: FlopAccount | None = None
+    steps: int = Field(default=0, description="steps done (fewer than planned if the trial ended early)")
+    planned_steps: int = 0
+    batch_size: int | None = None
+    lr: float
+    base_width: int
+    wall_seconds: float = 0.0
+    device: str
+    dtype: str = "float32"
+    seed: int
+    versions: dict[str, str]
+    task_settings: dict[str, Any]
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe plain values (None for missing losses, no NaN or inf)."""
+        return self.model_dump(mode="json")
+
+
+def steps_for_budget(budget: float, flops_per_step: float) -> int:
+    """Training steps a FLOP budget buys: floor(budget / flops_per_step), at least 1.
+
+    >>> steps_for_budget(1e9, 3e6)
+    333
+    >>> steps_for_budget(1.0, 3e6)
+    1
+    """
+    return max(1, int(budget // flops_per_step))
+
+
+def resolve_device(device: Any = None) -> Any:
+    """``None`` -> CUDA when available, else CPU; strings and torch devices pass through."""
+    import torch
+
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise TaskError(f"device: expected 'cpu', 'cuda' or 'cuda:N', got {device!r}") from err
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise TaskError(f"device: {device!r} asked for but CUDA is not available")
+    return resolved
+
+
+def _versions() -> dict[str, str]:
+    import numpy
+    import torch
+
+    from structsearch import __version__
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "structsearch": __version__,
+    }
+
+
+def _layers_api() -> tuple[Callable[[Spec], Any], Callable[..., Any]]:
+    from structsearch.layers import linear_factory, param_groups
+
+    return linear_factory, param_groups
+
+
+def _linear_macs(module: Any) -> int | None:
+    from torch import nn
+
+    macs = getattr(module, "macs", None)
+    if isinstance(macs, int) and not isinstance(macs, bool):
+        return macs
+    if isinstance(module, nn.Linear):
+        return module.in_features * module.out_features
+    return None
+
+
+def _linear_modules(model: Any) -> dict[int, Any]:
+    """id -> module for every linear layer not nested inside another linear layer."""
+    names: dict[int, str] = {}
+    linear: dict[int, Any] = {}
+    for name, module in model.named_modules():
+        names[id(module)] = name
+        if _linear_macs(module) is None:
+            continue
+        # a linear layer nested in another linear layer is counted by its parent
+        if any(name.startswith(names[other] + ".") for other in linear if names[other]):
+            continue
+        linear[id(module)] = module
+    return linear
+
+
+_MATCHED: dict[tuple[str, str], int] = {}
+
+
+def linear_macs_at(spec: str | Spec, task: Any, width: int) -> int:
+    """Linear-layer MACs per vector of ``task``'s model at ``width`` with ``spec``'s layers.
+
+    The model is built on the meta device (no memory, no init cost); raises ``SizeError`` if
+    the structure's class sizes need too much padding at this width.
+    """
+    import torch
+
+    from structsearch.tasks import get_task
+
+    spec = parse_spec(spec)
+    task_obj = get_task(task)
+    linear_factory, _ = _layers_api()
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        model = task_obj.build_model(linear_factory(spec), width)
+    return sum(int(_linear_macs(m) or 0) for m in _linear_modules(model).values())
+
+
+def matched_width(spec: str | Spec, task: Any = "mlp-regression", reference_width: int | None = None) -> int:
+    """The iso-FLOP width: the largest width (a multiple of the task's ``width_multiple``, at most
+    16x the reference) at which ``spec``'s model costs no more linear MACs per vector than the
+    dense model at ``reference_width`` (default: the task's ``default_width``).
+
+    Widths whose class sizes need too much padding are skipped; ``SizeError`` if none fits.
+    """
+    from structsearch.errors import SizeError
+    from structsearch.tasks import get_task
+
+    spec = parse_spec(spec)
+    task_obj = get_task(task)
+    reference = int(reference_width or task_obj.default_width)
+    key = (spec.paper, f"{task_obj.name}|{reference}|{sorted(getattr(task_obj, 'options', {}).items())}")
+    if key in _MATCHED:
+        return _MATCHED[key]
+    step = int(getattr(task_obj, "width_multiple", 8))
+    target = linear_macs_at("dense", task_obj, reference)
+    best, last_error = None, None
+    for width in range(step, 16 * reference + 1, step):
+        try:
+            macs = linear_macs_at(spec, task_obj, width)
+        except SizeError as err:
+            last_error = err
+            continue
+        if macs <= target:
+            best = width
+        elif macs > 1.25 * target:
+            break
+    if best is None:
+        raise SizeError(
+            f"{spec.paper}: no width up to {16 * reference} matches dense at width {reference}"
+            + (f" ({last_error})" if last_error else "")
+        )
+    _MATCHED[key] = best
+    return best
+
+
+def count_step_flops(model: Any, loss_fn: Callable[[], Any], structured: set[int] | None = None) -> FlopAccount:
+    """Count one training step of ``model``: ``loss_fn()`` runs the forward and returns the loss.
+
+    Linear layers (``nn.Linear`` and modules with an integer ``.macs``) are counted by the
+    formula 6 * MACs per vector * vectors; everything else by FlopCounterMode: the whole step's
+    count less each linear layer's own count (measured alone on the input shape it saw).
+    Gradients the step leaves behind are cleared.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    structured = structured or set()
+    names = {id(m): n for n, m in model.named_modules()}
+    linear = _linear_modules(model)
+    vectors: dict[int, int] = {}
+    calls: list[tuple[int, tuple[int, ...], bool, Any]] = []
+
+    def hook(module: Any, args: tuple[Any, ...]) -> None:
+        x = args[0]
+        vectors[id(module)] = vectors.get(id(module), 0) + x.numel() // max(1, x.shape[-1])
+        calls.append((id(module), tuple(x.shape), bool(x.requires_grad), x.dtype))
+
+    handles = [m.register_forward_pre_hook(hook) for m in linear.values()]
+    counter = FlopCounterMode(display=False)
+    try:
+        with counter:
+            loss = loss_fn()
+            loss.backward()
+    finally:
+        for h in handles:
+            h.remove()
+    total = float(counter.get_total_flops())
+    # The counter's per-module attribution is unreliable in backward, so each linear layer's
+    # own share is measured alone, with the input shape (and input-gradient need) it saw.
+    measured_linear = sum(_measure_layer(linear[key], shape, grad, dtype) for key, shape, grad, dtype in calls)
+    model.zero_grad(set_to_none=True)
+    layers: list[LayerCount] = []
+    for key, module in linear.items():
+        name = names[key]
+        d_in = getattr(module, "in_features", None) or getattr(module, "d_in", 0)
+        d_out = getattr(module, "out_features", None) or getattr(module, "d_out", 0)
+        layers.append(
+            LayerCount(
+                name=name,
+                kind=type(module).__name__,
+                d_in=int(d_in),
+                d_out=int(d_out),
+                structured=key in structured,
+                macs_per_vector=int(_linear_macs(module) or 0),
+                vectors_per_step=vectors.get(key, 0),
+            )
+        )
+    linear_macs = sum(layer.macs_per_step for layer in layers)
+    linear_flops = 6.0 * linear_macs
+    other = max(0.0, total - measured_linear)
+    return FlopAccount(
+        linear_macs_per_step=linear_macs,
+        linear_flops_per_step=linear_flops,
+        other_flops_per_step=other,
+        flops_per_step=linear_flops + other,
+        measured_flops_per_step=total,
+        layers=layers,
+    )
+
+
+def _measure_layer(module: Any, shape: tuple[int, ...], needs_input_grad: bool, dtype: Any) -> float:
+    """FlopCounterMode FLOPs of one linear layer's forward + backward on an input of ``shape``."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    param = next(module.parameters(), None)
+    device = param.device if param is not None else None
+    x = torch.zeros(shape, dtype=torch.float32, device=device, requires_grad=needs_input_grad)
+    on_cuda = device is not None and device.type == "cuda"
+    counter = FlopCounterMode(display=False)
+    with counter, torch.autocast(device_type="cuda" if on_cuda else "cpu", dtype=torch.bfloat16, enabled=on_cuda):
+        y = module(x)
+        if y.requires_grad:
+            y.backward(torch.ones_like(y))
+    return float(counter.get_total_flops())
+
+
+def _lr_lambda(steps: int, warmup_fraction: float, floor: float = 0.0) -> Callable[[int], float]:
+    warmup = max(1, round(warmup_fraction * steps)) if warmup_fraction > 0 else 0
+
+    def factor(step: int) -> float:  # step = number of optimiser steps already taken
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, steps - warmup))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def evaluate(
+    spec: str | Mapping[str, Any] | Spec,
+    task: str | Any = "mlp-regression",
+    budget: float | None = None,
+    seed: int = 0,
+    device: Any = None,
+    width: int | Literal["matched", "fixed"] | None = None,
+    lr: float | None = None,
+    *,
+    steps: int | None = None,
+    eval_points: int = 10,
+    task_options: Mapping[str, Any] | None = None,
+    explode_factor: float = EXPLODE_FACTOR,
+    progress: Callable[[int, int], None] | None = None,
+    threads: int | None = None,
+) -> EvalResult:
+    """Train ``spec`` on ``task`` for ``budget`` training FLOPs and score it on validation.
+
+    ``budget=None`` uses the task's default (proxy) budget; ``steps`` overrides the budget
+    with a fixed number of steps. ``width=None`` follows the task's ``width_rule`` (``"fixed"``:
+    its ``default_width``; ``"matched"``: :func:`matched_width`), ``lr=None`` uses its tuned
+    learning rate (transferred per core, see docs/evaluation.md). On CPU the result
+    is deterministic for a given seed. Divergence and runtime failures are recorded in the
+    result, never raised; bad input raises ``SpecError``, ``SizeError`` or ``TaskError``.
+    ``threads`` sets torch's intra-op CPU threads for the call (restored after); on a shared
+    machine 1 is often several times faster for small models.
+    """
+    from structsearch.tasks import get_task
+
+    spec = parse_spec(spec)
+    task_obj = get_task(task, **dict(task_options or {}))
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TaskError(f"seed: expected an integer, got {seed!r}")
+    if width is None:
+        width = getattr(task_obj, "width_rule", "fixed")
+    width_rule = width if isinstance(width, str) else "explicit"
+    if width == "matched":
+        width = matched_width(spec, task_obj)
+    elif width == "fixed":
+        width = int(task_obj.default_width)
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise TaskError(f"width: expected a positive integer, 'matched' or 'fixed', got {width!r}")
+    budget = float(task_obj.budget) if budget is None else budget
+    if not isinstance(budget, (int, float)) or not math.isfinite(budget) or budget <= 0:
+        raise TaskError(f"budget: expected a positive number of FLOPs, got {budget!r}")
+    lr = float(task_obj.lr) if lr is None else lr
+    if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise TaskError(f"lr: expected a positive number, got {lr!r}")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise TaskError(f"steps: expected a positive integer, got {steps!r}")
+    if not isinstance(eval_points, int) or eval_points < 1:
+        raise TaskError(f"eval_points: expected a positive integer, got {eval_points!r}")
+
+    import torch
+
+    dev = resolve_device(device)
+    rng_devices = [dev.index or 0] if dev.type == "cuda" else []
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise TaskError(f"threads: expected a positive integer, got {threads!r}")
+    threads_before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    with _restore_threads(threads_before), torch.random.fork_rng(devices=rng_devices):  # caller's RNG untouched
+        try:
+            result = _train(spec, task_obj, budget, seed, dev, width, lr, steps, eval_points, explode_factor, progress)
+        except StructSearchError:
+            raise
+        except (RuntimeError, MemoryError) as err:  # e.g. out of memory while building or measuring
+            reason = f"{type(err).__name__} before training: {str(err).splitlines()[0][:300]}"
+            result = _failed(spec, task_obj, budget, seed, dev, width, lr, reason)
+    return result.model_copy(update={"width_rule": width_rule})
+
+
+class _restore_threads:
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        import torch
+
+        torch.set_num_threads(self.n)
+
+
+def _failed(
+    spec: Spec, task_obj: Any, budget: float, seed: int, dev: Any, width: int, lr: float, reason: str
+) -> EvalResult:
+    return EvalResult(
+        spec=spec.paper,
+        structure=spec.name,
+        task=str(task_obj.name),
+        metric=str(getattr(task_obj, "metric", "loss")),
+        status="failed",
+        final_loss=None,
+        diverged=False,
+        reason=reason,
+        curve=[],
+        width=width,
+        budget=float(budget),
+        lr=float(lr),
+        base_width=int(task_obj.base_width),
+        device=str(dev),
+        seed=seed,
+        versions=_versions(),
+        task_settings=task_obj.describe() if hasattr(task_obj, "describe") else {"name": str(task_obj.name)},
+    )
+
+
+def _train(
+    spec: Spec,
+    task_obj: Any,
+    budget: float,
+    seed: int,
+    dev: Any,
+    width: int,
+    lr: float,
+    steps: int | None,
+    eval_points: int,
+    explode_factor: float,
+    progress: Callable[[int, int], None] | None,
+) -> EvalResult:
+    import torch
+
+    linear_factory, param_groups = _layers_api()
+    factory = linear_factory(spec)
+    made: list[Any] = []
+
+    def linear(d_in: int, d_out: int, bias: bool = True) -> Any:
+        layer = factory(d_in, d_out, bias)
+        made.append(layer)
+        return layer
+
+    torch.manual_seed(seed)
+    model = task_obj.build_model(linear, width).to(dev)
+    structured_ids = {id(m) for m in made}
+    use_autocast = dev.type == "cuda"
+    dtype = "bfloat16-autocast" if use_autocast else "float32"
+
+    def autocast() -> Any:
+        return torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_autocast)
+
+    # One measurement batch from its own generator, so the training stream is untouched.
+    measure_batch = next(iter(task_obj.train_batches(torch.Generator().manual_seed(seed + 7919), dev)))
+
+    def measured_loss() -> Any:
+        with autocast():
+            return task_obj.loss(model, measure_batch)
+
+    account = count_step_flops(model, measured_loss, structured_ids)
+    flops_per_step = account.flops_per_step
+    planned = steps if steps is not None else steps_for_budget(budget, flops_per_step)
+    vectors = max((layer.vectors_per_step for layer in account.layers), default=0)
+    macs = account.linear_macs_per_step // vectors if vectors else 0
+    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    structured_params = sum(p.numel() for m in made for p in m.parameters())
+
+    groups = param_groups(model, lr, base_fan_in=int(task_obj.base_width), weight_decay=float(task_obj.weight_decay))
+    optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _lr_lambda(planned, float(getattr(task_obj, "warmup_fraction", 0.05)))
+    )
+    grad_clip = getattr(task_obj, "grad_clip", None)
+
+    def validate() -> float | None:
+        model.eval()
+        total, n = 0.0, 0
+        with torch.no_grad(), autocast():
+            for batch in task_obj.validation_batches(dev):
+                total += float(task_obj.loss(model, batch))
+                n += 1
+        model.train()
+        if n == 0:
+            raise TaskError(f"task {task_obj.name!r}: validation_batches() yielded no batches")
+        return _finite(float(task_obj.score(total / n)))
+
+    marks = sorted({max(1, round(planned * k / eval_points)) for k in range(1, eval_points + 1)})
+    curve: list[CurvePoint] = []
+    status: Literal["ok", "diverged", "failed"] = "ok"
+    reason: str | None = None
+    divergence_step: int | None = None
+    done = 0
+    wall = 0.0
+    first_loss: float | None = None
+    window: list[float] = []
+    batches = task_obj.train_batches(torch.Generator().manual_seed(seed), dev)
+    model.train()
+    try:
+        curve.append(CurvePoint(step=0, train_flops=0.0, wall_seconds=0.0, val_loss=validate()))
+        for step in range(1, planned + 1):
+            t0 = time.perf_counter()
+            batch = next(batches)
+            with autocast():
+                loss = task_obj.loss(model, batch)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                status, divergence_step, reason = "diverged", step, f"non-finite training loss ({value}) at step {step}"
+                break
+            first_loss = value if first_loss is None else first_loss
+            if value > explode_factor * max(first_loss, 1e-3):
+                status, divergence_step = "diverged", step
+                reason = f"training loss exploded at step {step}: {value:.4g} > {explode_factor:g} x first loss"
+                break
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), float(grad_clip))
+            optimizer.step()
+            schedule.step()
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            wall += time.perf_counter() - t0
+            done = step
+            window.append(value)
+            if progress is not None:
+                progress(step, planned)
+            if step in marks:
+                val = validate()
+                curve.append(
+                    CurvePoint(
+                        step=step,
+                        train_flops=step * flops_per_step,
+                        wall_seconds=wall,
+                        val_loss=val,
+                        train_loss=sum(window) / len(window),
+                    )
+                )
+                window = []
+                if val is None:
+                    status, divergence_step, reason = "diverged", step, f"non-finite validation loss at step {step}"
+                    break
+    except StructSearchError:
+        raise
+    except (RuntimeError, MemoryError, FloatingPointError) as err:  # OOM, numerical or backend errors
+        status, reason = "failed", f"{type(err).__name__} at step {done + 1}: {str(err).splitlines()[0][:300]}"
+    final = curve[-1].val_loss if status == "ok" and curve and curve[-1].step == done else None
+    if status == "ok" and final is None:
+        status, reason = "diverged", "no finite validation loss at the end"
+    return EvalResult(
+        spec=spec.paper,
+        structure=spec.name,
+        task=str(task_obj.name),
+        metric=str(getattr(task_obj, "metric", "loss")),
+        status=status,
+        final_loss=final,
+        score=final,
+        diverged=status == "diverged",
+        divergence_step=divergence_step,
+        reason=reason,
+        curve=curve,
+        params=params,
+        structured_params=structured_params,
+        macs=int(macs),
+        structured_macs=sum(int(_linear_macs(m) or 0) for m in made),
+        width=width,
+        layer_shapes=[(layer.d_in, layer.d_out) for layer in account.layers if layer.structured],
+        budget=float(budget) if steps is None else planned * flops_per_step,
+        train_flops=done * flops_per_step,
+        flops_per_step=flops_per_step,
+        flops=account,
+        steps=done,
+        planned_steps=planned,
+        batch_size=getattr(task_obj, "batch_size", None),
+        lr=float(lr),
+        base_width=int(task_obj.base_width),
+        wall_seconds=wall,
+        device=str(dev),
+        dtype=dtype,
+        seed=seed,
+        versions=_versions(),
+        task_settings=task_obj.describe() if hasattr(task_obj, "describe") else {"name": str(task_obj.name)},
+    )
+
+
+def extrapolate_loss(small: tuple[float, float], large: tuple[float, float], compute: float) -> float:
+    """Predict the loss at ``compute`` from two finished runs (compute, loss) by a power law.
+
+    The exponent b = ln(L_small / L_large) / ln(C_large / C_small) is clamped at 0 (a run that
+    got worse with more compute is not extrapolated further down or up).
+
+    >>> round(extrapolate_loss((1e10, 0.4), (4e10, 0.2), 1.6e11), 6)
+    0.1
+    """
+    (c1, l1), (c2, l2) = small, large
+    if not (c1 > 0 and c2 > c1 and l1 > 0 and l2 > 0):
+        raise ValueError(f"extrapolate_loss: expected 0 < C_small < C_large and positive losses, got {small}, {large}")
+    b = max(0.0, math.log(l1 / l2) / math.log(c2 / c1))
+    return l2 * (compute / c2) ** (-b)
+
+
+class ProxyResult(BaseModel):
+    """A two-run proxy score: the loss predicted at ``horizon`` x the budget (docs/evaluation.md 5).
+
+    ``score`` is what to rank by; ``final_loss`` is the larger run's measured loss. The keys
+    a search reads (``final_loss``, ``diverged``, ``reason``, ``train_flops``, ``steps``,
+    ``wall_seconds``, ``params``, ``macs``, ``width``) mean what they mean in :class:`EvalResult`,
+    summed over both runs where they are costs.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    spec: str
+    structure: str | None
+    task: str
+    metric: str
+    status: Literal["ok", "diverged", "failed"]
+    score: float | None = Field(description="validation score predicted at horizon_budget")
+    horizon_budget: float
+    exponent: float | None = Field(description="the fitted b in loss ~ C^-b between the two runs")
+    final_loss: float | None
+    diverged: bool
+    reason: str | None
+    budget: float
+    train_flops: float
+    steps: int
+    wall_seconds: float
+    params: int
+    macs: int
+    width: int
+    seed: int
+    device: str
+    runs: list[EvalResult]
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def proxy(
+    spec: str | Mapping[str, Any] | Spec,
+    task: str | Any = "mlp-regression",
+    budget: float | None = None,
+    seed: int = 0,
+    device: Any = None,
+    width: int | Literal["matched", "fixed"] | None = None,
+    lr: float | None = None,
+    *,
+    horizon: float = 10.0,
+    split: float = 0.25,
+    task_options: Mapping[str, Any] | None = None,
+    threads: int | None = None,
+) -> ProxyResult:
+    """Score ``spec`` by two trainings that together spend ``budget`` FLOPs and extrapolate.
+
+    The runs get ``split * budget`` and ``(1 - split) * budget`` (default a quarter and three
+    quarters, a 3x ratio); their final validation scores give a power law per structure, and
+    ``score`` is its prediction at ``horizon * budget``. Never raises for divergence: if either
+    run diverges or fails, the result does, with that run's reason.
+    """
+    from structsearch.tasks import get_task
+
+    if not (isinstance(horizon, (int, float)) and horizon >= 1):
+        raise TaskError(f"horizon: expected a number >= 1, got {horizon!r}")
+    if not (isinstance(split, (int, float)) and 0 < split < 0.5):
+        raise TaskError(f"split: expected a fraction in (0, 0.5), got {split!r}")
+    spec = parse_spec(spec)
+    task_obj = get_task(task, **dict(task_options or {}))
+    budget = float(task_obj.budget) if budget is None else budget
+    if not isinstance(budget, (int, float)) or not math.isfinite(budget) or budget <= 0:
+        raise TaskError(f"budget: expected a positive number of FLOPs, got {budget!r}")
+    runs = [
+        evaluate(spec, task_obj, budget=part * budget, seed=seed, device=device, width=width, lr=lr, threads=threads)
+        for part in (split, 1 - split)
+    ]
+    small, large = runs
+    bad = next((r for r in runs if r.status != "ok"), None)
+    score = exponent = None
+    if bad is None and small.final_loss and large.final_loss and large.train_flops > small.train_flops:
+        score = extrapolate_loss(
+            (small.train_flops, small.final_loss), (large.train_flops, large.final_loss), horizon * budget
+        )
+        exponent = max(
+            0.0, math.log(small.final_loss / large.final_loss) / math.log(large.train_flops / small.train_flops)
+        )
+    status = bad.status if bad is not None else "ok"
+    return ProxyResult(
+        spec=spec.paper,
+        structure=spec.name,
+        task=large.task,
+        metric=large.metric,
+        status=status,
+        score=score,
+        horizon_budget=horizon * budget,
+        exponent=exponent,
+        final_loss=large.final_loss,
+        diverged=status == "diverged",
+        reason=bad.reason if bad is not None else None,
+        budget=float(budget),
+        train_flops=small.train_flops + large.train_flops,
+        steps=small.steps + large.steps,
+        wall_seconds=small.wall_seconds + large.wall_seconds,
+        params=large.params,
+        macs=large.macs,
+        width=large.width,
+        seed=seed,
+        device=large.device,
+        runs=runs,
+    )
+
+
+def scale(*args: Any, **kwargs: Any) -> Any:
+    """Forwarded to :func:`structsearch.scaling.scale` (kept here for ``structsearch.scale``)."""
+    from structsearch.scaling import scale as _scale
+
+    return _scale(*args, **kwargs)
+
+
+class _CallableModule(types.ModuleType):
+    """``import structsearch.evaluate`` binds the *module* to ``structsearch.evaluate``, shadowing
+    the lazily exported function; calling the module calls the function, so both spellings work."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> EvalResult:
+        return evaluate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,120 @@
+"""Export the best structures of a study as a spec file with provenance.
+
+The file is a JSON document ``{"format": "structsearch.specs", "version": 1, ..., "specs": [...]}``;
+each entry has ``theta`` (alpha..rho), the paper notation, its name, the taxonomy numbers the
+search stored, its score and a ``provenance`` block (study, trial, task, budget, seed, score,
+versions). :meth:`structsearch.layers.EinsumLinear.from_spec` and :func:`structsearch.layers.structurize`
+load it directly (``index=k`` picks the k-th spec; the first is the best).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+__all__ = ["FORMAT", "export", "export_document"]
+
+FORMAT = "structsearch.specs"
+
+
+def export_document(
+    study: str, top: int = 1, storage: str | None = None, runs_dir: str | Path | None = None
+) -> dict[str, Any]:
+    """The export document of the ``top`` trained structures of a study, best (lowest loss) first."""
+    from structsearch import __version__
+    from structsearch.errors import StudyError
+    from structsearch.report import trial_rows
+    from structsearch.search._runner import _versions
+    from structsearch.search._storage import load_existing_study
+    from structsearch.spec import CLASSES
+
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise StudyError(f"top: expected a positive integer, got {top!r}")
+    loaded, location = load_existing_study(study, storage, runs_dir)
+    config = dict(loaded.user_attrs.get("structsearch") or {})
+    rows = [r for r in trial_rows(loaded) if r.get("status") == "evaluated" and r.get("loss") is not None]
+    if not rows:
+        raise StudyError(f"study {study!r} in {location.description} has no trained trial to export yet")
+    rows.sort(key=lambda r: (r["loss"], r["number"]))
+    stored_versions = config.get("versions", {})
+    specs = []
+    for rank, r in enumerate(rows[:top], start=1):
+        theta = dict(zip(CLASSES, (float(v) for v in r["theta"]), strict=True))
+        score = {"loss": r["loss"], "macs": r.get("eval_macs") or r.get("macs")}
+        specs.append({
+            "rank": rank,
+            "theta": theta,
+            "paper": r.get("paper"),
+            "name": r.get("name"),
+            "omega": r.get("omega"),
+            "psi": r.get("psi"),
+            "nu": r.get("nu"),
+            "params": r.get("params"),
+            "macs": r.get("macs"),
+            "score": score,
+            "provenance": {
+                "study": study,
+                "storage": location.description,
+                "trial": r["number"],
+                "task": config.get("task"),
+                "budget": config.get("budget"),
+                "seed": config.get("seed"),
+                "width": config.get("width"),
+                "objective": config.get("objective"),
+                "space": (config.get("space") or {}).get("name"),
+                "score": score,
+                "train_flops": r.get("train_flops"),
+                "versions": stored_versions,
+            },
+        })
+    return {
+        "format": FORMAT,
+        "version": 1,
+        "study": study,
+        "storage": location.description,
+        "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "exported_with": {**_versions(), "structsearch": __version__},
+        "task": config.get("task"),
+        "budget": config.get("budget"),
+        "seed": config.get("seed"),
+        "width": config.get("width"),
+        "note": "theta per class alpha..rho; load with EinsumLinear.from_spec(path, d_in, d_out, index=k)",
+        "specs": specs,
+    }
+
+
+def export(
+    study: str,
+    top: int = 1,
+    path: str | Path | None = None,
+    *,
+    storage: str | None = None,
+    runs_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Write the export document to ``path`` (default ``runs/<study>/best.json``); returns it with ``path`` set."""
+    from structsearch.errors import StudyError
+    from structsearch.search._storage import run_dir
+
+    doc = export_document(study, top, storage, runs_dir)
+    target = Path(path) if path is not None else run_dir(study, runs_dir) / "best.json"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(doc, indent=2) + "\n")
+    except OSError as err:
+        raise StudyError(f"{target}: cannot write ({err.strerror or err})") from None
+    return {**doc, "path": str(target)}
+
+
+class _CallableModule(types.ModuleType):
+    """``structsearch.export`` is both this module and, lazily, the function ``export``; importing the
+    module rebinds the package attribute to it, so calling the module calls the function."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return export(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

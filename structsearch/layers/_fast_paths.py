@@ -1,0 +1,194 @@
+"""The contractions behind :class:`EinsumLinear`: one general path and three measured fast paths.
+
+Core layouts (shared by every path, chosen so each step is one batched matmul):
+
+- ``A ~ (gamma, alpha, rho, phi, delta)``: for each gamma an (alpha) x (rho phi delta) matrix;
+- ``B ~ (phi, gamma, beta, rho, epsilon)``: for each phi a (gamma beta rho) x (epsilon) matrix.
+
+Both are the taxonomy's cores (taxonomy.md 1) with their axes reordered; ``to_dense``
+contracts them with ``einsum('garfd,fgbre->fedgba')``.
+
+Paths:
+
+- ``general``: any theta. Two ``torch.bmm`` calls with explicit permutes (plain autograd).
+- ``btt``: beta = delta = 1 with gamma or phi > 1 (BTT / Monarch, BTT with rank). A custom
+  autograd Function that keeps the intermediate feature-major, so the forward pass makes
+  one copy (the output's permutation): the input and the intermediate are strided views
+  that the BLAS batched GEMM reads directly. (Low rank, gamma = phi = 1, needs no copies on
+  the general path either, and the fast path measured no faster there.)
+- ``kronecker``: gamma = phi = 1 with beta or delta > 1 (Kronecker, sum of Kronecker). A
+  custom autograd Function with no copies at all in the forward pass: Z = x A is one GEMM
+  whose (n, beta rho, delta) result is, per sample, exactly the matrix that B^T multiplies.
+- ``dense``: the dense point, where one core has no index at all (the taxonomy folds that
+  scalar away): ``F.linear`` with the other core as the weight.
+
+``benchmarks/bench_layers.py`` measures each fast path against the general one, and
+``tests/test_layers_conformance.py`` tests them equal.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["PATHS", "btt_contract", "dense_contract", "general_contract", "kronecker_contract", "select_path"]
+
+PATHS = ("general", "btt", "kronecker", "dense")
+
+
+def select_path(dims: dict[str, int], present: dict[str, bool]) -> str:
+    """The fastest correct path for these class sizes and cores (decided once, in ``__init__``)."""
+    if not (present["A"] and present["B"]):
+        return "dense"
+    if dims["beta"] == 1 and dims["delta"] == 1 and (dims["gamma"] > 1 or dims["phi"] > 1):
+        return "btt"
+    if dims["gamma"] == 1 and dims["phi"] == 1 and (dims["beta"] > 1 or dims["delta"] > 1):
+        return "kronecker"
+    return "general"
+
+
+def general_contract(x: Tensor, core_a: Tensor, core_b: Tensor, dims: dict[str, int]) -> Tensor:
+    """y = (x . A) . B for any theta; x (n, g*b*a) -> y (n, f*e*d), padded sizes."""
+    a, b, g, d, e, f, r = (dims[c] for c in ("alpha", "beta", "gamma", "delta", "epsilon", "phi", "rho"))
+    n = x.shape[0]
+    # step 1 (x.A): batch gamma, contract alpha, free (n, beta) and (rho, phi, delta)
+    xs = x.view(n, g, b, a).transpose(0, 1).reshape(g, n * b, a)  # (g, n*b, a)
+    z = torch.bmm(xs, core_a.view(g, a, r * f * d))  # (g, n*b, r*f*d)
+    # step 2 (Z.B): batch phi, contract (gamma, beta, rho), free (n, delta) and epsilon
+    z = z.view(g, n, b, r, f, d).permute(4, 1, 5, 0, 2, 3)  # (f, n, d, g, b, r)
+    z = z.reshape(f, n * d, g * b * r)  # (f, n*d, g*b*r)
+    y = torch.bmm(z, core_b.view(f, g * b * r, e))  # (f, n*d, e)
+    return y.view(f, n, d, e).permute(1, 0, 3, 2).reshape(n, f * e * d)  # (n, f*e*d)
+
+
+def dense_contract(x: Tensor, core: Tensor, bias: Tensor | None) -> Tensor:
+    """The dense point: the only core is a d_in x d_out matrix (A ~ (1, a, 1, 1, d) or B ~ (1, 1, b, 1, e))."""
+    weight = core.view(x.shape[1], -1)  # (d_in, d_out)
+    return F.linear(x, weight.t(), bias)  # (n, d_out)
+
+
+def _bmm_into_rows(left: Tensor, right: Tensor, n: int, k: int, m: int) -> Tensor:
+    """bmm of (k, n, p) by (k, p, m), returned row-major as (n, k*m): one batched GEMM, one copy.
+
+    Writing the GEMMs straight into the (n, k, m) rows through a strided ``out=`` view saves
+    the copy, but torch then runs one GEMM (and one OpenMP region) per batch item, which
+    was as fast on an idle CPU and up to 10x slower on a shared one (median, d = 4096);
+    it also breaks the torch.compile graph. So: the batched GEMM, then a permuting copy.
+    """
+    return torch.bmm(left, right).transpose(0, 1).reshape(n, k * m)  # (k, n, m) -> (n, k, m) -> (n, k*m)
+
+
+class _BTTFunction(torch.autograd.Function):
+    """beta = delta = 1: y[n,f,e] = sum_{g,r} B[f,g,r,e] sum_a A[g,a,r,f] x[n,g,a].
+
+    Forward, feature-major (one copy, the output's permutation):
+      x (n, g*a)            viewed as (g, a, n)                       strided, n outer
+      Zt = A^T x            (g, r*f, n)                                contiguous
+      Zt viewed per phi     (f, n, g*r)                                strided: (g, r) merge
+      y = Zt_f^T B_f        (f, n, e), then one permuting copy to (n, f*e)
+    Backward: a permuting copy of dZ (a view when rho = 1) and of dx; every other GEMM
+    operand is a strided view that the BLAS reads directly.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: Tensor, core_a: Tensor, core_b: Tensor, bias: Tensor | None, sizes: tuple[int, ...]
+    ) -> Tensor:
+        g, a, r, f, e = sizes
+        n = x.shape[0]
+        xt = x.view(n, g, a).permute(1, 2, 0)  # (g, a, n)
+        at = core_a.view(g, a, r * f).transpose(1, 2)  # (g, r*f, a)
+        zt = torch.bmm(at, xt)  # (g, r*f, n)
+        zf = zt.view(g * r, f, n).permute(1, 2, 0)  # (f, n, g*r)
+        y = _bmm_into_rows(zf, core_b.view(f, g * r, e), n, f, e)  # (n, f*e)
+        if bias is not None:
+            y.add_(bias)
+        ctx.save_for_backward(x, zt, core_a, core_b)
+        ctx.sizes = sizes
+        ctx.has_bias = bias is not None
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad_y: Tensor) -> tuple[Tensor | None, ...]:
+        x, zt, core_a, core_b = ctx.saved_tensors
+        g, a, r, f, e = ctx.sizes
+        n = x.shape[0]
+        need_x, need_a, need_b = ctx.needs_input_grad[:3]
+        gyf = grad_y.reshape(n, f, e).transpose(0, 1)  # (f, n, e), a view when grad_y is row-major
+        grad_x = grad_a = grad_b = grad_bias = None
+        if need_b:
+            zfn = zt.view(g * r, f, n).transpose(0, 1)  # (f, g*r, n)
+            grad_b = torch.bmm(zfn, gyf).view(core_b.shape)  # (f, g*r, e)
+        if need_x or need_a:
+            gz = torch.bmm(core_b.view(f, g * r, e), gyf.transpose(1, 2))  # (f, g*r, n)
+            gzt = gz.view(f, g, r, n).permute(1, 2, 0, 3).reshape(g, r * f, n)  # (g, r*f, n): the one copy
+            if need_a:  # as (g, r*f, a) then a small transpose: measurably faster than (g, a, n) @ (g, n, r*f)
+                xs = x.view(n, g, a).transpose(0, 1)  # (g, n, a)
+                grad_a = torch.bmm(gzt, xs).transpose(1, 2).reshape(core_a.shape)  # (g, r*f, a) -> (g, a, r*f)
+            if need_x:
+                at = core_a.view(g, a, r * f).transpose(1, 2)  # (g, r*f, a)
+                grad_x = _bmm_into_rows(gzt.transpose(1, 2), at, n, g, a)  # (n, g*a)
+        if ctx.has_bias and ctx.needs_input_grad[3]:
+            grad_bias = grad_y.sum(0)
+        return grad_x, grad_a, grad_b, grad_bias, None
+
+
+def btt_contract(x: Tensor, core_a: Tensor, core_b: Tensor, bias: Tensor | None, dims: dict[str, int]) -> Tensor:
+    """The BTT family (beta = delta = 1); x (n, g*a) -> y (n, f*e), bias added when given."""
+    sizes = (dims["gamma"], dims["alpha"], dims["rho"], dims["phi"], dims["epsilon"])
+    return _BTTFunction.apply(x, core_a, core_b, bias, sizes)
+
+
+class _KroneckerFunction(torch.autograd.Function):
+    """gamma = phi = 1: y[n,e,d] = sum_{b,r} B[b,r,e] sum_a x[n,b,a] A[a,r,d].
+
+    Forward (no copies):
+      Z = x A               (n*b, a) @ (a, r*d) -> (n, b*r, d)      one GEMM
+      y_n = B^T Z_n         (e, b*r) @ (b*r, d) per sample -> (n, e, d) = y, row-major
+    Backward: dZ, dA and dx are GEMMs of views; dB sums per-sample products (one temporary).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: Tensor, core_a: Tensor, core_b: Tensor, bias: Tensor | None, sizes: tuple[int, ...]
+    ) -> Tensor:
+        a, b, r, d, e = sizes
+        n = x.shape[0]
+        z = torch.mm(x.view(n * b, a), core_a.view(a, r * d)).view(n, b * r, d)  # (n, b*r, d)
+        bt = core_b.view(b * r, e).t().expand(n, e, b * r)  # (n, e, b*r), batch stride 0
+        y = torch.bmm(bt, z).view(n, e * d)  # (n, e, d) -> (n, e*d)
+        if bias is not None:
+            y.add_(bias)
+        ctx.save_for_backward(x, z, core_a, core_b)
+        ctx.sizes = sizes
+        ctx.has_bias = bias is not None
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad_y: Tensor) -> tuple[Tensor | None, ...]:
+        x, z, core_a, core_b = ctx.saved_tensors
+        a, b, r, d, e = ctx.sizes
+        n = x.shape[0]
+        need_x, need_a, need_b = ctx.needs_input_grad[:3]
+        gy = grad_y.reshape(n, e, d)  # (n, e, d)
+        grad_x = grad_a = grad_b = grad_bias = None
+        if need_b:  # sum over samples of gy_n z_n^T
+            grad_b = torch.bmm(gy, z.transpose(1, 2)).sum(0).t().reshape(core_b.shape)  # (n, e, b*r) -> (b*r, e)
+        if need_x or need_a:
+            gz = torch.bmm(core_b.view(b * r, e).expand(n, b * r, e), gy).view(n * b, r * d)  # (n*b, r*d)
+            if need_a:
+                grad_a = torch.mm(x.view(n * b, a).t(), gz).view(core_a.shape)  # (a, r*d)
+            if need_x:
+                grad_x = torch.mm(gz, core_a.view(a, r * d).t()).view(n, b * a)  # (n*b, a) -> (n, b*a)
+        if ctx.has_bias and ctx.needs_input_grad[3]:
+            grad_bias = grad_y.sum(0)
+        return grad_x, grad_a, grad_b, grad_bias, None
+
+
+def kronecker_contract(x: Tensor, core_a: Tensor, core_b: Tensor, bias: Tensor | None, dims: dict[str, int]) -> Tensor:
+    """The Kronecker family (gamma = phi = 1); x (n, b*a) -> y (n, e*d), bias added when given."""
+    sizes = (dims["alpha"], dims["beta"], dims["rho"], dims["delta"], dims["epsilon"])
+    return _KroneckerFunction.apply(x, core_a, core_b, bias, sizes)

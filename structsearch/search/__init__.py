@@ -1,0 +1,79 @@
+"""How candidates are proposed and recorded: search spaces, taxonomy steering, the objective, storage.
+
+- :func:`search` -- run (or resume) a study; :class:`SearchResult` is what a session returns.
+- :class:`Space`, :func:`load_space`, :func:`available_spaces` -- validated search-space files.
+- :class:`TaxonomySampler`, :func:`candidate_pool` -- taxonomy steering (see ``_steering``).
+- :class:`Objective`, :func:`toy_evaluate` -- one trial's decision table; an analytic stand-in scorer.
+- :func:`open_storage`, :func:`load_existing_study` -- ``runs/<study>/journal.log`` or any Optuna URL.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from typing import Any
+
+from structsearch.search._objective import Objective, TrialOutcome, toy_evaluate, worker_id
+from structsearch.search._runner import OBJECTIVES, SAMPLERS, SearchResult, count_done, resolve_evaluator, search
+from structsearch.search._space import (
+    SPACES_DIR,
+    Constraints,
+    Space,
+    Steering,
+    available_spaces,
+    load_space,
+    register_space,
+    space_from_mapping,
+)
+from structsearch.search._steering import CandidatePool, TaxonomySampler, candidate_pool, prior_score, sizes_key
+from structsearch.search._storage import (
+    StudyLocation,
+    find_stale_trials,
+    list_studies,
+    load_existing_study,
+    open_storage,
+    run_dir,
+)
+
+__all__ = [
+    "OBJECTIVES",
+    "SAMPLERS",
+    "SPACES_DIR",
+    "CandidatePool",
+    "Constraints",
+    "Objective",
+    "SearchResult",
+    "Space",
+    "Steering",
+    "StudyLocation",
+    "TaxonomySampler",
+    "TrialOutcome",
+    "available_spaces",
+    "candidate_pool",
+    "count_done",
+    "find_stale_trials",
+    "list_studies",
+    "load_existing_study",
+    "load_space",
+    "open_storage",
+    "prior_score",
+    "register_space",
+    "resolve_evaluator",
+    "run_dir",
+    "search",
+    "sizes_key",
+    "space_from_mapping",
+    "toy_evaluate",
+    "worker_id",
+]
+
+
+class _CallableModule(types.ModuleType):
+    """``structsearch.search`` is both this module and, lazily, the function ``search``; importing the
+    module rebinds the package attribute to it, so calling the module calls the function."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return search(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

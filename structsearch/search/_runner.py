@@ -1,0 +1,532 @@
+"""The :func:`search` API: open (or resume) a study, propose, settle or train, record, show progress."""
+
+from __future__ import annotations
+
+import math
+import platform
+import signal
+import time
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from structsearch.errors import SpaceError, StructSearchError, StudyError, TaskError
+from structsearch.search._objective import EvaluateFn, Objective, TrialOutcome, worker_id
+from structsearch.search._space import Space, load_space
+from structsearch.search._steering import TaxonomySampler, candidate_pool
+from structsearch.search._storage import (
+    HEARTBEAT_S,
+    StudyLocation,
+    check_study_name,
+    find_stale_trials,
+    open_storage,
+)
+
+__all__ = ["OBJECTIVES", "SAMPLERS", "SearchResult", "count_done", "resolve_evaluator", "search"]
+
+SAMPLERS = ("tpe", "nsga2", "random", "grid")
+OBJECTIVES = ("loss", "pareto")
+CONFIG_ATTR = "structsearch"
+DONE_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+# settings that must match when a study is resumed (the rest may change between sessions)
+_PINNED = ("task", "budget", "objective", "width", "space")
+
+
+@dataclass
+class SearchResult:
+    """What a search session leaves behind (the study itself holds everything else)."""
+
+    study: str
+    storage: str
+    run_dir: str
+    trials: int
+    target: int
+    evaluated: int
+    statuses: dict[str, int]
+    best: dict[str, Any] | None
+    new_trials: int
+    resumed: bool
+    elapsed_seconds: float
+    objective: str
+    stale_recovered: int = 0
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def __rich__(self) -> Any:
+        from rich.table import Table
+
+        table = Table(title=f"study {self.study} ({self.storage})", show_header=False)
+        table.add_row("trials", f"{self.trials} / {self.target} done ({self.new_trials} this session"
+                      + (f", {self.stale_recovered} interrupted trial(s) re-queued" if self.stale_recovered else "")
+                      + ")")
+        table.add_row("trained", str(self.evaluated))
+        table.add_row("settled", ", ".join(f"{k} {v}" for k, v in sorted(self.statuses.items())) or "-")
+        if self.best:
+            b = self.best
+            table.add_row("best", f"#{b['number']} {b['paper']}" + (f" [{b['name']}]" if b.get("name") else "")
+                          + f" loss {b['loss']:.5g}  omega {b['omega']:.3g}  psi {b['psi']:.3g}  nu {b['nu']:.3g}")
+        table.add_row("elapsed", f"{self.elapsed_seconds:.1f} s")
+        return table
+
+
+def count_done(study: optuna.Study) -> int:
+    """Finished trials (COMPLETE or PRUNED): what ``trials`` counts. FAIL ones are interruptions or errors."""
+    return len(study.get_trials(deepcopy=False, states=DONE_STATES))
+
+
+def _count_evaluated(study: optuna.Study) -> int:
+    return sum(t.user_attrs.get("status") in ("evaluated", "diverged", "failed")
+               for t in study.get_trials(deepcopy=False, states=DONE_STATES))
+
+
+def resolve_evaluator(evaluator: str | EvaluateFn | None) -> tuple[EvaluateFn, str]:
+    """``None`` (structsearch.evaluate.evaluate), ``"toy"`` (analytic, no training), ``"module:function"``
+    or a callable."""
+    if evaluator is None:
+        from structsearch.evaluate import evaluate
+
+        return evaluate, "structsearch.evaluate:evaluate"
+    if callable(evaluator):
+        return evaluator, f"{getattr(evaluator, '__module__', '?')}:{getattr(evaluator, '__qualname__', '?')}"
+    text = str(evaluator)
+    if text == "toy":
+        from structsearch.search._objective import toy_evaluate
+
+        return toy_evaluate, "toy"
+    module, _, name = text.partition(":")
+    if not module or not name:
+        raise TaskError(f"evaluator: expected 'toy' or 'package.module:function', got {text!r}")
+    import importlib
+
+    try:
+        fn = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as err:
+        raise TaskError(f"evaluator {text!r}: cannot import ({err})") from None
+    if not callable(fn):
+        raise TaskError(f"evaluator {text!r}: not callable")
+    return fn, text
+
+
+def _task_defaults(task: str, strict: bool) -> tuple[float | None, int | None]:
+    from structsearch.tasks import get_task
+
+    try:
+        obj = get_task(task)
+    except TaskError:
+        if strict:
+            raise
+        return None, None
+    return float(obj.budget), int(obj.default_width)
+
+
+def _versions() -> dict[str, str]:
+    import numpy
+
+    from structsearch import __version__
+
+    out = {"structsearch": __version__, "optuna": optuna.__version__, "numpy": numpy.__version__,
+           "python": platform.python_version()}
+    try:
+        from importlib.metadata import version
+
+        out["torch"] = version("torch")
+    except Exception:  # torch absent: the analytic paths still work
+        pass
+    return out
+
+
+def _default_study_name(space: Space, task: str, objective: str) -> str:
+    safe_task = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in task)
+    return f"{space.name}-{safe_task}-{objective}"
+
+
+def _check_resume(study: optuna.Study, config: dict[str, Any], location: StudyLocation) -> None:
+    stored = study.user_attrs.get(CONFIG_ATTR)
+    if stored is None:
+        if study.get_trials(deepcopy=False):
+            raise StudyError(f"study {study.study_name} in {location.description} was not made by structsearch "
+                             "search; pick another --study name")
+        study.set_user_attr(CONFIG_ATTR, config)
+        return
+    for key in _PINNED:
+        have, want = stored.get(key), config.get(key)
+        if key == "space":  # what the space admits must match; its description and steering may change
+            def admits(d: dict[str, Any]) -> dict[str, Any]:
+                return {k: v for k, v in (d or {}).items() if k not in ("description", "steering")}
+
+            same = admits(have) == admits(want)
+            have, want = (have or {}).get("name"), want["name"]
+        elif key == "budget" and isinstance(have, (int, float)) and isinstance(want, (int, float)):
+            same = math.isclose(have, want, rel_tol=1e-9)
+        else:
+            same = have == want
+        if not same and key == "space" and have == want:
+            raise StudyError(f"study {study.study_name} in {location.description}: space {want!r} has changed since "
+                             "the study was created (zero, rho, step or constraints); pick another --study name")
+        if not same:
+            raise StudyError(
+                f"study {study.study_name} in {location.description} was created with {key}={have!r}, got "
+                f"{want!r}; resume with the same settings or pick another --study name"
+            )
+
+
+def _make_sampler(
+    name: str, steer: bool, space: Space, width: int, seed: int, pareto: bool, trials: int
+) -> tuple[optuna.samplers.BaseSampler, list[dict[str, float]]]:
+    """The Optuna sampler of a session and the parameter sets to enqueue into a new study."""
+    from optuna.samplers import NSGAIISampler, RandomSampler, TPESampler
+
+    enqueue: list[dict[str, float]] = []
+    if steer:
+        pool = candidate_pool(space, width, seed=seed)
+        if not len(pool):
+            raise SpaceError(f"space {space.name}: no canonical candidate satisfies the constraints at width {width}")
+        if name in ("tpe", "random", "grid"):
+            mode = {"tpe": "surrogate", "random": "random", "grid": "grid"}[name]
+            return TaxonomySampler(space, pool, mode=mode, seed=seed, multi_objective=pareto), enqueue
+        # nsga2 + steer: a prior-chosen, spread-out first generation
+        picker = TaxonomySampler(space, pool, mode="surrogate", seed=seed)
+        population = max(4, min(50, trials // 3))
+        chosen: list[Any] = []
+        for _ in range(min(population, len(pool))):
+            i = picker.startup_pick(np.array([j for j in range(len(pool)) if j not in chosen]), chosen)
+            chosen.append(i)
+            enqueue.append(space.params_from_theta(pool.thetas[i]))
+        return NSGAIISampler(seed=seed, population_size=population), enqueue
+    if name == "tpe":
+        return TPESampler(seed=seed), enqueue
+    if name == "nsga2":
+        return NSGAIISampler(seed=seed, population_size=max(4, min(50, trials // 3))), enqueue
+    if name == "random":
+        return RandomSampler(seed=seed), enqueue
+    if space.step is None:
+        raise SpaceError(f"space {space.name}: continuous (step: null); --sampler grid needs a space with a step")
+    return RandomSampler(seed=seed), enqueue
+
+
+def _enqueue_grid(study: optuna.Study, space: Space, seed: int, trials: int) -> None:
+    """Queue the next lattice points (in a seeded shuffled order) that the study has not seen yet."""
+    existing = study.get_trials(deepcopy=False)
+    waiting = sum(t.state == TrialState.WAITING for t in existing)
+    need = trials - count_done(study) - waiting
+    if need <= 0:
+        return
+    seen = set()
+    for t in existing:
+        params = t.params or dict(t.system_attrs.get("fixed_params", {}))
+        if set(space.param_names).issubset(params):
+            seen.add(space.theta_from_params(params))
+    lattice = space.lattice()
+    for i in np.random.default_rng(seed).permutation(len(lattice)):
+        theta = space.theta_from_params(space.params_from_theta(lattice[i]))
+        if theta in seen:
+            continue
+        study.enqueue_trial(space.params_from_theta(lattice[i]), user_attrs={"enqueued_by": "grid"})
+        need -= 1
+        if need <= 0:
+            break
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM like Ctrl-C so that ``kill`` leaves the study as cleanly as Ctrl-C does."""
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def handler(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _requeue(study: optuna.Study, trial: Any, reason: str) -> None:
+    """Mark a trial FAIL (interrupted) and enqueue its parameters so it is re-run."""
+    storage = study._storage
+    trial_id = trial._trial_id
+    storage.set_trial_user_attr(trial_id, "status", "interrupted")
+    storage.set_trial_user_attr(trial_id, "reason", reason)
+    params = dict(trial.params) if hasattr(trial, "params") else {}
+    try:
+        study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+    except (ValueError, RuntimeError):
+        return
+    names = set(study.user_attrs.get(CONFIG_ATTR, {}).get("param_names", []))
+    if params and names.issubset(params):
+        study.enqueue_trial(params, user_attrs={"retry_of": trial.number})
+
+
+def _best(study: optuna.Study) -> dict[str, Any] | None:
+    best = None
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        loss = t.user_attrs.get("loss")
+        if loss is None or not t.values:
+            continue
+        if best is None or loss < best.user_attrs["loss"]:
+            best = t
+    if best is None:
+        return None
+    a = best.user_attrs
+    return {"number": best.number, "paper": a.get("paper"), "name": a.get("name"), "theta": a.get("theta"),
+            "loss": a.get("loss"), "omega": a.get("omega"), "psi": a.get("psi"), "nu": a.get("nu"),
+            "params": a.get("params"), "macs": a.get("macs")}
+
+
+def _best_line(best: dict[str, Any] | None) -> str:
+    if not best:
+        return "best: -"
+    name = f" [{best['name']}]" if best.get("name") else ""
+    return (f"best #{best['number']} {best['paper']}{name} loss {best['loss']:.4g} "
+            f"ω {best['omega']:.3g} ψ {best['psi']:.3g}")
+
+
+def search(
+    space: str | Path | Space = "steered-default",
+    task: str = "mlp-regression",
+    budget: float | None = None,
+    trials: int = 12,
+    *,
+    study: str | None = None,
+    storage: str | None = None,
+    sampler: str | None = None,
+    objective: str = "loss",
+    steer: bool = True,
+    seed: int = 0,
+    width: int | None = None,
+    evaluate_fn: str | EvaluateFn | None = None,
+    max_trainings: int | None = None,
+    progress: bool = True,
+    runs_dir: str | Path | None = None,
+    callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], bool | None]] = (),
+) -> SearchResult:
+    """Search ``space`` for the structure with the lowest loss on ``task`` at ``budget`` training FLOPs.
+
+    Runs until the study holds ``trials`` finished trials (COMPLETE or PRUNED; analytically
+    settled ones included), or ``max_trainings`` trained ones. The same call again resumes
+    the same study: trials a killed worker left RUNNING are failed and re-queued.
+    ``evaluate_fn``: ``None`` trains with :func:`structsearch.evaluate.evaluate`; ``"toy"``
+    or a callable / ``"module:function"`` replaces it (tests, dry runs). Each of ``callbacks`` is
+    called as ``callback(study, finished_trial)`` after every trial; one returning True ends the session.
+    """
+    started = time.monotonic()
+    space_obj = load_space(space)
+    if objective not in OBJECTIVES:
+        raise StudyError(f"objective: expected one of {', '.join(OBJECTIVES)}, got {objective!r}")
+    pareto = objective == "pareto"
+    sampler = sampler or ("nsga2" if pareto else "tpe")
+    if sampler not in SAMPLERS:
+        raise StudyError(f"sampler: expected one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise StudyError(f"trials: expected a positive integer, got {trials!r}")
+    if max_trainings is not None and (not isinstance(max_trainings, int) or max_trainings < 1):
+        raise StudyError(f"max_trainings: expected a positive integer, got {max_trainings!r}")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
+                               or not math.isfinite(budget) or budget <= 0):
+        raise TaskError(f"budget: expected a positive number of FLOPs, got {budget!r}")
+    if width is not None and (isinstance(width, bool) or not isinstance(width, int) or width < 1):
+        raise TaskError(f"width: expected a positive integer, got {width!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise StudyError(f"seed: expected an integer, got {seed!r}")
+    fn, evaluator_name = resolve_evaluator(evaluate_fn)
+    default_budget, default_width = _task_defaults(task, strict=evaluate_fn is None)
+    budget = float(budget) if budget is not None else default_budget
+    width = width or default_width or 64
+    name = check_study_name(study or _default_study_name(space_obj, task, objective))
+
+    config = {
+        "space": space_obj.model_dump(mode="json"),
+        "param_names": list(space_obj.param_names),
+        "task": task,
+        "budget": budget,
+        "objective": objective,
+        "width": width,
+        "seed": seed,
+        "sampler": sampler,
+        "steer": steer,
+        "evaluator": evaluator_name,
+        "versions": _versions(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    location = open_storage(name, storage, runs_dir)
+    directions = ["minimize", "minimize"] if pareto else ["minimize"]
+    try:
+        study_obj = optuna.create_study(study_name=name, storage=location.storage, directions=directions,
+                                        load_if_exists=True)
+    except ValueError as err:
+        raise StudyError(f"study {name} in {location.description}: {err}") from None
+    if list(study_obj.directions) != [optuna.study.StudyDirection.MINIMIZE] * len(directions):
+        raise StudyError(f"study {name} in {location.description} has {len(study_obj.directions)} objective(s); "
+                         f"got objective={objective!r}; pick another --study name")
+    existing = study_obj.get_trials(deepcopy=False)
+    resumed = bool(existing)
+    _check_resume(study_obj, config, location)
+    if pareto and not resumed:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study_obj.set_metric_names(["loss", "macs"])
+
+    me = worker_id()
+    stale = find_stale_trials(study_obj, me)
+    for t in stale:
+        _requeue(study_obj, t, f"worker {t.user_attrs.get('worker', '?')} stopped before finishing it")
+
+    session_seed = seed + 7919 * len(existing)
+    opt_sampler, enqueue = _make_sampler(sampler, steer, space_obj, width, session_seed, pareto, trials)
+    if enqueue and not resumed:
+        for params in enqueue:
+            study_obj.enqueue_trial(params, user_attrs={"enqueued_by": f"{sampler}{'+steer' if steer else ''}"})
+    if sampler == "grid" and not steer:
+        _enqueue_grid(study_obj, space_obj, seed, trials)
+    study_obj.sampler = opt_sampler
+
+    scorer = Objective(space_obj, task=task, budget=budget, seed=seed, width=width, evaluate_fn=fn, pareto=pareto)
+    new = 0
+    best = _best(study_obj)
+    with _progress(progress, trials, count_done(study_obj), best) as bar, _sigterm_as_interrupt():
+        while True:
+            done = count_done(study_obj)
+            bar(done, best)
+            if done >= trials or (max_trainings is not None and _count_evaluated(study_obj) >= max_trainings):
+                break
+            running = [t for t in study_obj.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                       if t.user_attrs.get("worker") != me]
+            if done + len(running) >= trials:  # other workers are finishing the rest
+                break
+            trial = study_obj.ask()
+            trial.set_user_attr("sampler", f"{sampler}{'+steer' if steer else ''}")
+            try:
+                with _heartbeat(trial):
+                    outcome = scorer(study_obj, trial)
+            except KeyboardInterrupt:
+                _requeue(study_obj, trial, "interrupted (Ctrl-C / SIGTERM)")
+                raise
+            except StructSearchError as err:
+                trial.set_user_attr("status", "error")
+                trial.set_user_attr("reason", str(err))
+                study_obj.tell(trial, state=TrialState.FAIL)
+                raise
+            except Exception as err:
+                trial.set_user_attr("status", "error")
+                trial.set_user_attr("reason", f"{type(err).__name__}: {err}"[:500])
+                study_obj.tell(trial, state=TrialState.FAIL)
+                raise
+            try:
+                _record(study_obj, trial, outcome)
+            except KeyboardInterrupt:
+                _requeue(study_obj, trial, "interrupted (Ctrl-C / SIGTERM) while recording")
+                raise
+            new += 1
+            if outcome.state == TrialState.COMPLETE:
+                best = _best(study_obj)
+            if callbacks:
+                finished = study_obj._storage.get_trial(trial._trial_id)
+                if any([bool(cb(study_obj, finished)) for cb in callbacks]):
+                    break
+        bar(count_done(study_obj), best)
+
+    trials_all = study_obj.get_trials(deepcopy=False, states=DONE_STATES)
+    statuses = Counter(str(t.user_attrs.get("status", "?")) for t in trials_all)
+    return SearchResult(
+        study=name,
+        storage=location.description,
+        run_dir=str(location.run_dir),
+        trials=len(trials_all),
+        target=trials,
+        evaluated=_count_evaluated(study_obj),
+        statuses=dict(statuses),
+        best=_best(study_obj),
+        new_trials=new,
+        resumed=resumed,
+        elapsed_seconds=time.monotonic() - started,
+        objective=objective,
+        stale_recovered=len(stale),
+        config=config,
+    )
+
+
+@contextmanager
+def _heartbeat(trial: optuna.Trial) -> Iterator[None]:
+    """Refresh the trial's ``heartbeat`` user attribute while it runs (stale-trial detection)."""
+    import threading
+
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT_S):
+            try:
+                trial.set_user_attr("heartbeat", time.time())
+            except Exception:  # the trial finished meanwhile, or the storage hiccuped: the next beat retries
+                return
+
+    trial.set_user_attr("heartbeat", time.time())
+    thread = threading.Thread(target=beat, name=f"structsearch-heartbeat-{trial.number}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def _record(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome) -> None:
+    have = trial.user_attrs
+    for k, v in outcome.attrs.items():
+        if have.get(k, object()) != v:
+            trial.set_user_attr(k, v)
+    if outcome.state == TrialState.COMPLETE:
+        study.tell(trial, outcome.values)
+    else:
+        study.tell(trial, state=outcome.state)
+
+
+@contextmanager
+def _progress(enabled: bool, total: int, done: int, best: dict[str, Any] | None) -> Iterator[Any]:
+    """Rich progress on stderr: trials done/total, elapsed and remaining time, and the best so far."""
+    if not enabled:
+        yield lambda done, best: None
+        return
+    from rich.console import Console, Group
+    from rich.live import Live
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    console = Console(stderr=True)
+    bar = Progress(
+        TextColumn("trials"), BarColumn(), MofNCompleteColumn(), TextColumn("elapsed"), TimeElapsedColumn(),
+        TextColumn("remaining"), TimeRemainingColumn(), console=console,
+    )
+    task_id = bar.add_task("search", total=total, completed=done)
+    line = Text(_best_line(best))
+
+    def update(done: int, best: dict[str, Any] | None) -> None:
+        bar.update(task_id, completed=min(done, total))
+        line.plain = _best_line(best)
+
+    with Live(Group(bar, line), console=console, refresh_per_second=4):
+        yield update
+    if not console.is_terminal:  # a log file gets the final state without a line break
+        console.line()

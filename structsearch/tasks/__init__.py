@@ -1,0 +1,36 @@
+"""Training tasks: the protocol, the registry and the built-in tasks.
+
+- :class:`Task` -- the protocol (three methods and a few settings; see its docstring).
+- :func:`get_task` -- resolve a registered name, a ``package.module:function`` plugin or a task object.
+- ``mlp-regression`` (:class:`MLPRegression`) and ``char-lm`` (:class:`CharLM`) are built in.
+
+Importing this package does not import torch.
+"""
+
+from __future__ import annotations
+
+from structsearch.tasks._protocol import (
+    REQUIRED_METHODS,
+    LinearFactory,
+    Task,
+    check_task,
+    get_task,
+    register_task,
+    task_names,
+)
+from structsearch.tasks.char_lm import CharLM, char_lm
+from structsearch.tasks.mlp_regression import MLPRegression, mlp_regression
+
+__all__ = [
+    "REQUIRED_METHODS",
+    "CharLM",
+    "LinearFactory",
+    "MLPRegression",
+    "Task",
+    "char_lm",
+    "check_task",
+    "get_task",
+    "mlp_regression",
+    "register_task",
+    "task_names",
+]

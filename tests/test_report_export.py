@@ -1,0 +1,97 @@
+"""report reads what the study stored; export writes specs that layers load (round trip)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import optuna
+import pytest
+
+from structsearch.errors import StudyError
+from structsearch.export import export
+from structsearch.report import pareto_front, report
+from structsearch.search import load_existing_study, search
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.fixture(scope="module")
+def runs():
+    base = "/dev/shm" if Path("/dev/shm").is_dir() else None
+    path = Path(tempfile.mkdtemp(prefix="structsearch-report-", dir=base))
+    search("full", task="toy", evaluate_fn="toy", width=64, trials=14, study="r", steer=False, runs_dir=path,
+           progress=False, budget=1e9)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_report_table_correlations_and_plots(runs):
+    rep = report("r", runs_dir=runs, top=5)
+    d = rep.to_dict()
+    assert d["task"] == "toy" and d["n_trials"] == 14 and len(d["best"]) <= 5
+    losses = [r["loss"] for r in d["best"]]
+    assert losses == sorted(losses)
+    for row in d["best"]:
+        assert {"theta", "name", "omega", "psi", "nu", "params", "macs", "loss", "status"} <= set(row)
+    assert set(d["spearman"]) == {"omega", "psi", "nu"}
+    assert d["spearman"]["psi"]["rho"] is None or d["spearman"]["psi"]["rho"] < 0  # toy loss falls with psi
+    for name in ("loss_vs_flops", "omega_psi"):
+        path = Path(d["plots"][name])
+        assert path.parent == runs / "r" and path.read_bytes()[:4] == b"\x89PNG"
+    json.dumps(d)  # --json is plain JSON
+
+
+def test_report_reads_the_record_not_recomputing(runs, monkeypatch):
+    import structsearch.taxonomy as taxonomy
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("report must read the study, not recompute the taxonomy")
+
+    for name in ("analyze", "batch_taxonomy", "exponents"):
+        monkeypatch.setattr(taxonomy, name, forbidden)
+    loaded, _ = load_existing_study("r", runs_dir=runs)
+    stored = {t.number: t.user_attrs for t in loaded.get_trials()}
+    rep = report("r", runs_dir=runs, plots=False)
+    for row in rep.best:
+        for key in ("omega", "psi", "nu", "params", "macs", "loss", "paper"):
+            assert row[key] == stored[row["number"]][key]
+
+
+def test_missing_study_is_a_one_line_error(runs):
+    with pytest.raises(StudyError, match=r"no study 'nope' in .*; studies there: r"):
+        report("nope", runs_dir=runs)
+    with pytest.raises(StudyError, match="no study"):
+        export("nope", runs_dir=runs)
+    with pytest.raises(StudyError, match="top: expected a positive integer"):
+        export("r", top=0, runs_dir=runs)
+
+
+def test_export_round_trip_into_layers(runs, tmp_path):
+    torch = pytest.importorskip("torch")
+    from structsearch.layers import EinsumLinear, structurize
+
+    doc = export("r", top=3, path=tmp_path / "best.json", runs_dir=runs)
+    on_disk = json.loads((tmp_path / "best.json").read_text())
+    assert on_disk["specs"] == doc["specs"] and len(doc["specs"]) == 3
+    first = doc["specs"][0]
+    prov = first["provenance"]
+    assert {"study", "trial", "task", "budget", "seed", "score", "versions"} <= set(prov)
+    assert prov["study"] == "r" and prov["task"] == "toy" and prov["budget"] == 1e9 and "optuna" in prov["versions"]
+    assert first["score"]["loss"] == report("r", runs_dir=runs, plots=False).best[0]["loss"]
+    for k, spec in enumerate(doc["specs"]):
+        layer = EinsumLinear.from_spec(str(tmp_path / "best.json"), 64, 64, index=k)
+        assert layer.spec.theta == tuple(spec["theta"].values())
+        assert layer.params == spec["params"]
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64))
+    summary = structurize(model, str(tmp_path / "best.json"))
+    assert len(summary.layers) == 2
+    assert model(torch.zeros(2, 64)).shape == (2, 64)
+
+
+def test_default_export_path_and_pareto_helper(runs):
+    doc = export("r", runs_dir=runs)
+    assert Path(doc["path"]) == runs / "r" / "best.json" and len(doc["specs"]) == 1
+    assert pareto_front([(1, 1), (1, 2), (0.5, 3)]) == [2, 0]

@@ -1,0 +1,295 @@
+"""The search loop with a cheap fake evaluator: settlement, dedupe, steering, resume, samplers."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from structsearch.errors import SizeError, SpaceError, StudyError, TaskError
+from structsearch.search import (
+    Objective,
+    Space,
+    TaxonomySampler,
+    candidate_pool,
+    count_done,
+    find_stale_trials,
+    load_existing_study,
+    load_space,
+    open_storage,
+    search,
+    toy_evaluate,
+)
+from structsearch.spec import Spec
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+W = 64
+
+
+@pytest.fixture
+def tmp_path():
+    """Studies on tmpfs where there is one: the journal fsyncs every record, slow on a shared disk."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    base = "/dev/shm" if Path("/dev/shm").is_dir() else None
+    path = Path(tempfile.mkdtemp(prefix="structsearch-test-", dir=base))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+class Counting:
+    """toy_evaluate that counts its calls (what would cost training)."""
+
+    def __init__(self, diverge: set[str] | None = None, size_error: set[str] | None = None) -> None:
+        self.calls: list[str] = []
+        self.diverge = diverge or set()
+        self.size_error = size_error or set()
+
+    def __call__(self, spec, **kw):
+        self.calls.append(spec.paper)
+        if spec.paper in self.size_error:
+            raise SizeError(f"{spec.paper}: too much padding")
+        result = toy_evaluate(spec, **kw)
+        if spec.paper in self.diverge:
+            result.final_loss, result.diverged, result.status, result.reason = None, True, "diverged", "nan at step 3"
+        return result
+
+
+def _run(tmp_path, **kw):
+    kw.setdefault("task", "toy")
+    kw.setdefault("width", W)
+    kw.setdefault("progress", False)
+    kw.setdefault("runs_dir", tmp_path)
+    kw.setdefault("evaluate_fn", Counting())
+    return search(**kw)
+
+
+def _trials(tmp_path, study):
+    loaded, _ = load_existing_study(study, runs_dir=tmp_path)
+    return loaded.get_trials()
+
+
+def _study(tmp_path, name="s"):
+    location = open_storage(name, runs_dir=tmp_path)
+    return optuna.create_study(study_name=name, storage=location.storage, load_if_exists=True)
+
+
+def _settle(tmp_path, theta, space="full", fn=None, study=None):
+    study = study or _study(tmp_path)
+    obj = Objective(load_space(space), task="toy", budget=1e9, seed=0, width=W, evaluate_fn=fn or Counting())
+    trial = study.ask()
+    out = obj.settle(study, trial, theta)
+    for k, v in out.attrs.items():
+        trial.set_user_attr(k, v)
+    study.tell(trial, out.values if out.state == TrialState.COMPLETE else None, state=out.state)
+    return out, study
+
+
+# -- the decision table ---------------------------------------------------------------
+def test_redundant_proposal_is_canonicalised_and_trained(tmp_path):
+    fn = Counting()
+    out, _ = _settle(tmp_path, Spec.parse("(0|1/2|1/2|1/2|0|1/2|0)").theta, fn=fn)
+    assert out.state == TrialState.COMPLETE and out.attrs["status"] == "evaluated"
+    assert out.attrs["canonicalised_from"] == "(0|1/2|1/2|1/2|0|1/2|0)"
+    assert out.attrs["name"] == "btt" and fn.calls == ["(1/2|0|1/2|0|1/2|1/2|0)"]
+
+
+def test_redundant_twin_of_trained_is_answered_from_record(tmp_path):
+    fn = Counting()
+    first, study = _settle(tmp_path, Spec.parse("btt").theta, fn=fn)
+    out, _ = _settle(tmp_path, Spec.parse("(0|1/2|1/2|1/2|0|1/2|0)").theta, fn=fn, study=study)
+    assert out.attrs["status"] == "redundant" and out.attrs["duplicate_of"] == 0
+    assert out.values == first.values and len(fn.calls) == 1
+
+
+def test_duplicate_sizes_cost_no_training(tmp_path):
+    fn = Counting()
+    _, study = _settle(tmp_path, Spec.parse("btt").theta, fn=fn)
+    out, _ = _settle(tmp_path, Spec.parse("monarch").theta, fn=fn, study=study)
+    assert out.attrs["status"] == "duplicate" and out.state == TrialState.COMPLETE
+    assert len(fn.calls) == 1
+
+
+def test_degenerate_without_equivalent_is_settled(tmp_path):
+    fn = Counting()
+    out, _ = _settle(tmp_path, Spec.parse("(0|0|1|1/12|1/12|5/6|1/2)").theta, fn=fn)
+    assert out.state == TrialState.PRUNED and out.attrs["status"] == "degenerate"
+    assert "nu" in out.attrs["reason"] and fn.calls == []
+
+
+def test_degenerate_with_equivalent_is_rank_capped(tmp_path):
+    fn = Counting()
+    out, _ = _settle(tmp_path, Spec.parse("(1/2|0|1/2|0|1/2|1/2|3/4)").theta, fn=fn)
+    assert out.attrs["canonicalised_from"] == "(1/2|0|1/2|0|1/2|1/2|3/4)"
+    assert out.attrs["name"] == "btt:1/2" and out.attrs["status"] == "evaluated"
+
+
+def test_constraints_settle_without_training(tmp_path):
+    fn = Counting()
+    out, _ = _settle(tmp_path, Spec.parse("kronecker").theta, space="steered-default", fn=fn)
+    assert out.state == TrialState.PRUNED and out.attrs["status"] == "constraint"
+    assert out.attrs["reason"] == "omega 0.5 > omega_max 0.25" and fn.calls == []
+
+
+def test_invalid_padding_and_divergence_are_recorded(tmp_path):
+    out, study = _settle(tmp_path, (0.5, 0.5, 0.5, 0.5, 0.5, 0, 0))
+    assert out.attrs["status"] == "invalid" and "sum to 1" in out.attrs["reason"]
+    fn = Counting(diverge={"(1/2|0|1/2|0|1/2|1/2|0)"}, size_error={"(1|0|0|1|0|0|0)"})
+    out, _ = _settle(tmp_path, Spec.parse("btt").theta, fn=fn, study=study)
+    assert out.state == TrialState.PRUNED and out.attrs["status"] == "diverged"
+    assert out.attrs["reason"] == "nan at step 3"
+    out, _ = _settle(tmp_path, Spec.parse("dense").theta, fn=fn, study=study)
+    assert out.state == TrialState.PRUNED and out.attrs["status"] == "padding"
+    # a duplicate of a diverged candidate is answered (diverged) without training
+    out, _ = _settle(tmp_path, Spec.parse("monarch").theta, fn=fn, study=study)
+    assert out.attrs["status"] == "duplicate" and out.state == TrialState.PRUNED and len(fn.calls) == 2
+
+
+# -- whole searches ---------------------------------------------------------------------
+def test_search_records_everything_and_counts_trials(tmp_path):
+    fn = Counting()
+    result = _run(tmp_path, space="full", trials=15, study="plain", steer=False, evaluate_fn=fn)
+    assert result.trials == 15 and result.new_trials == 15
+    trials = _trials(tmp_path, "plain")
+    assert len(fn.calls) == result.evaluated == sum(t.user_attrs["status"] == "evaluated" for t in trials)
+    for t in trials:
+        assert t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+        assert t.user_attrs["status"] and t.user_attrs["reason"]
+        assert t.user_attrs["sampler"] == "tpe"
+    loaded, _ = load_existing_study("plain", runs_dir=tmp_path)
+    assert loaded.user_attrs["structsearch"]["task"] == "toy"
+    assert result.best["loss"] == min(t.user_attrs["loss"] for t in trials if "loss" in t.user_attrs)
+
+
+def test_steered_search_never_wastes_a_trial(tmp_path):
+    fn = Counting()
+    result = _run(tmp_path, space="full", trials=12, study="steered", evaluate_fn=fn)
+    assert result.statuses == {"evaluated": 12}
+    assert len(set(fn.calls)) == 12  # no training repeated
+    first = _trials(tmp_path, "steered")[0].user_attrs
+    assert first["omega"] == 0 and first["psi"] == 1  # the prior's first pick
+
+
+def test_resume_in_process_keeps_trials_and_finishes(tmp_path):
+    first = _run(tmp_path, space="btt", trials=4, study="r")
+    before = [(t.number, t.values) for t in _trials(tmp_path, "r")]
+    second = _run(tmp_path, space="btt", trials=7, study="r")
+    assert second.resumed and second.trials == 7 and second.new_trials == 3
+    after = [(t.number, t.values) for t in _trials(tmp_path, "r")]
+    assert after[:4] == before
+    third = _run(tmp_path, space="btt", trials=7, study="r")
+    assert third.new_trials == 0 and first.study == third.study
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    _run(tmp_path, space="btt", trials=2, study="m", budget=1e9)
+    with pytest.raises(StudyError, match=r"created with budget=1000000000\.0, got 2000000000\.0"):
+        _run(tmp_path, space="btt", trials=3, study="m", budget=2e9)
+    with pytest.raises(StudyError, match="created with space='btt', got 'kronecker'"):
+        _run(tmp_path, space="kronecker", trials=3, study="m", budget=1e9)
+    with pytest.raises(StudyError, match="objective"):
+        _run(tmp_path, space="btt", trials=3, study="m", budget=1e9, objective="pareto")
+    assert len(_trials(tmp_path, "m")) == 2
+    _run(tmp_path, space=Space(name="mine", step=0.25, description="a"), trials=1, study="sp")
+    _run(tmp_path, space=Space(name="mine", step=0.25, description="b", steering={"n_startup": 1}), trials=2,
+         study="sp")  # description and steering may change
+    with pytest.raises(StudyError, match="space 'mine' has changed since the study was created"):
+        _run(tmp_path, space=Space(name="mine", step=0.5), trials=3, study="sp")
+
+
+def test_stale_running_trial_is_failed_and_requeued(tmp_path):
+    _run(tmp_path, space="btt", trials=2, study="k")
+    loaded, _ = load_existing_study("k", runs_dir=tmp_path)
+    orphan = loaded.ask()
+    for name, dist in load_space("btt").distributions().items():
+        orphan.suggest_float(name, dist.low, dist.high)
+    orphan.set_user_attr("worker", "ghost-host-that-is-not-here:1")
+    import socket
+
+    dead = loaded.ask()
+    dead.set_user_attr("worker", f"{socket.gethostname()}:999999999")
+    assert [t.number for t in find_stale_trials(loaded, "me:1")] == [3]  # other hosts are left alone ...
+    assert [t.number for t in find_stale_trials(loaded, "me:1", grace_s=-1)] == [2, 3]  # ... until silent too long
+    params = dict(orphan.params)
+    dead_params = dict(loaded.get_trials()[3].params)
+    result = _run(tmp_path, space="btt", trials=4, study="k")
+    assert result.stale_recovered == 1
+    trials = _trials(tmp_path, "k")
+    assert trials[3].state == TrialState.FAIL and trials[3].user_attrs["status"] == "interrupted"
+    # the other host's trial is still its own: this worker leaves its slot to it
+    assert trials[2].state == TrialState.RUNNING and trials[2].params == params
+    assert count_done(load_existing_study("k", runs_dir=tmp_path)[0]) == 3
+    assert dead_params == {}  # killed before it proposed anything: failed, not re-queued
+
+
+def test_pareto_objective_with_nsga2(tmp_path):
+    result = _run(tmp_path, space="kronecker", trials=10, study="p", objective="pareto", steer=False)
+    loaded, _ = load_existing_study("p", runs_dir=tmp_path)
+    assert len(loaded.directions) == 2 and loaded.metric_names == ["loss", "macs"]
+    assert loaded.best_trials and all(len(t.values) == 2 for t in loaded.best_trials)
+    assert result.trials == 10
+    from structsearch.report import report
+
+    front = report("p", runs_dir=tmp_path, plots=False).to_dict()["pareto_front_loss_macs"]
+    assert front == sorted(t.number for t in loaded.best_trials)
+    steered = _run(tmp_path, space="kronecker", trials=6, study="p2", objective="pareto", sampler="nsga2")
+    assert steered.statuses.get("evaluated", 0) >= 5
+
+
+@pytest.mark.parametrize(("sampler", "steer"), [("random", False), ("grid", False), ("grid", True), ("random", True)])
+def test_other_samplers(tmp_path, sampler, steer):
+    result = _run(tmp_path, space="low-rank", trials=5, study=f"{sampler}{steer}", sampler=sampler, steer=steer)
+    assert result.trials == 5
+    if sampler == "grid":
+        names = [t.user_attrs["name"] for t in _trials(tmp_path, f"{sampler}{steer}") if t.state.is_finished()]
+        assert len(set(names)) == 5
+
+
+def test_grid_needs_a_step(tmp_path):
+    with pytest.raises(SpaceError, match="continuous"):
+        _run(tmp_path, space="full-continuous", trials=2, study="g", sampler="grid", steer=False)
+
+
+def test_max_trainings_stops_early(tmp_path):
+    result = _run(tmp_path, space="full", trials=100, study="mt", steer=False, max_trainings=3)
+    assert result.evaluated == 3 and result.trials < 100
+
+
+def test_bad_arguments_are_one_line_errors(tmp_path):
+    with pytest.raises(StudyError, match="sampler: expected one of tpe, nsga2, random, grid"):
+        _run(tmp_path, space="btt", trials=2, sampler="cmaes")
+    with pytest.raises(StudyError, match="trials: expected a positive integer"):
+        _run(tmp_path, space="btt", trials=0)
+    with pytest.raises(TaskError, match="budget"):
+        _run(tmp_path, space="btt", trials=2, budget=-1.0)
+    with pytest.raises(StudyError, match="study: expected a name"):
+        _run(tmp_path, space="btt", trials=2, study="../escape")
+    with pytest.raises(TaskError, match="evaluator"):
+        _run(tmp_path, space="btt", trials=2, evaluate_fn="nope")
+    with pytest.raises(TaskError):
+        search("btt", task="no-such-task", trials=1, runs_dir=tmp_path, progress=False)
+    assert not (tmp_path / "btt-no-such-task-loss").exists()  # nothing created for bad input
+    empty = Space(name="empty", constraints={"omega_max": 0, "psi_min": 1, "nu_max": 0.01})
+    with pytest.raises(SpaceError, match="no canonical candidate"):
+        _run(tmp_path, space=empty, trials=2, study="e")
+
+
+def test_steering_sampler_exhausts_pool_then_falls_back(tmp_path):
+    space = load_space("low-rank")
+    pool = candidate_pool(space, W)
+    sampler = TaxonomySampler(space, pool, seed=0)
+    assert sampler.choose([]) is not None
+    result = _run(tmp_path, space="low-rank", trials=len(pool) + 3, study="ex")
+    assert result.evaluated == len(pool)
+    assert result.statuses.get("duplicate", 0) == 3
+
+
+def test_journal_torn_line_is_repaired(tmp_path):
+    _run(tmp_path, space="btt", trials=2, study="torn")
+    path = tmp_path / "torn" / "journal.log"
+    with open(path, "ab") as f:
+        f.write(b'{"op_code": 5, "worker_id": "x", "trial_id"')  # a crash mid-append
+    result = _run(tmp_path, space="btt", trials=3, study="torn")
+    assert result.trials == 3 and path.read_bytes().endswith(b"\n")
