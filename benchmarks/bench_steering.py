@@ -7,7 +7,7 @@ Protocol (issue 5, part 3):
    Each is trained ONCE with the real evaluator (mlp-regression, width 64, budget 1e9 FLOPs,
    seed 0) and cached in ``benchmarks/results/grid_cache.json``.
 2. The target: the best grid loss; a search "hits" when it trains a structure within 2% of it.
-3. Three strategies through the real ``structsearch.search.search`` (same objective, same
+3. Three strategies through the real ``structsearch.engine.search`` (same objective, same
    canonicalisation and settlement), answered from the cache: steered (TaxonomySampler,
    surrogate mode), plain TPE over raw theta (``--no-steer``), random over raw theta
    (``--sampler random --no-steer``); many seeds each.
@@ -69,7 +69,7 @@ def evaluate_cached(spec: Any, cache: dict[str, Any], threads: int = 1, seed: in
         return hit
     import torch
 
-    from structsearch.evaluate import evaluate
+    from structsearch.evaluation import evaluate
 
     torch.set_num_threads(threads)
     start = time.time()
@@ -99,7 +99,7 @@ class CachedResult:
 
 
 def grid_points() -> list[Any]:
-    from structsearch.search import candidate_pool, load_space
+    from structsearch.engine import candidate_pool, load_space
     from structsearch.spec import Spec
 
     pool = candidate_pool(load_space(GRID_SPACE), WIDTH)
@@ -133,7 +133,7 @@ STRATEGIES = {
 
 def _grid_table(cache: dict[str, Any], train_seed: int = SEED) -> tuple[dict[str, dict[str, Any]], float]:
     """Grid results keyed by integer sizes at the proxy width, and the best grid loss."""
-    from structsearch.search import sizes_key
+    from structsearch.engine import sizes_key
     from structsearch.sizes import class_sizes
 
     by_sizes = {}
@@ -148,7 +148,7 @@ def run_strategy(name: str, seed: int, cap: int, runs_dir: Path, by_sizes: dict[
                  cache: dict[str, Any], space: dict[str, Any] | None = None) -> dict[str, Any]:
     import optuna
 
-    from structsearch.search import search, sizes_key
+    from structsearch.engine import search, sizes_key
     from structsearch.sizes import class_sizes
 
     sampler, steer, _ = STRATEGIES[name]
@@ -258,7 +258,7 @@ def _write_markdown(out: dict[str, Any]) -> None:
         f"{st['budget']:.0e} FLOPs) per training seed and cached in `grid_cache.json`. Each training seed gives one "
         f"landscape ({land}).",
         "",
-        "Each search runs the real `structsearch.search.search` (same canonicalisation and analytic settlement) "
+        "Each search runs the real `structsearch.engine.search` (same canonicalisation and analytic settlement) "
         "with the evaluator answered from the cache, until it trains a structure within 2% of the best grid loss "
         f"(capped at {st['cap_trials']} trials; a run that never hits counts as the cap), {st['seeds']} sampler seeds "
         f"on each of the {len(st['train_seeds'])} landscapes. `trials` counts every "

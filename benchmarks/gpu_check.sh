@@ -28,13 +28,13 @@ else
     "$py" benchmarks/bench_layers.py --markdown "$out/layers_gpu.md"
 fi
 
-echo "== evaluator trials (structsearch.evaluate on cuda, bfloat16 autocast) =="
+echo "== evaluator trials (structsearch.evaluation on cuda, bfloat16 autocast) =="
 QUICK=${QUICK:-} OUT_DIR="$out" "$py" - <<'PY'
 import json, os, time
 import torch
 from rich.console import Console
 from rich.table import Table
-from structsearch.evaluate import evaluate
+from structsearch.evaluation import evaluate
 
 quick = bool(os.environ.get("QUICK"))
 width, budget = (256, 3e10) if quick else (1024, 1e12)
@@ -53,7 +53,7 @@ for spec, task, w, c in trials:
     table.add_row(spec, task, str(w), r.status, loss, str(r.steps), f"{r.wall_seconds:.1f}", f"{rate:.2f}", r.dtype)
     assert r.status == "ok", r.reason
 # the default proxy (two runs, extrapolated to 10x) must work on the GPU too
-from structsearch.evaluate import proxy
+from structsearch.evaluation import proxy
 p = proxy("btt", "mlp-regression", device="cuda")
 print(f"proxy(btt) on cuda: score {p.score:.4f}, final {p.final_loss:.4f}, {p.wall_seconds:.1f} s")
 # determinism is only promised on CPU; on CUDA check that a rerun lands close

@@ -25,7 +25,7 @@ from scipy.stats import kendalltau, spearmanr
 
 from structsearch.cli.evaluate_cmd import parse_options
 from structsearch.errors import SizeError
-from structsearch.evaluate import evaluate, extrapolate_loss
+from structsearch.evaluation import evaluate, extrapolate_loss
 from structsearch.sizes import class_sizes
 from structsearch.spec import Spec, parse_spec
 from structsearch.tasks import get_task
@@ -136,7 +136,7 @@ def main() -> None:
         choices=["final", "extrapolate"],
         default="extrapolate",
         help="final: the loss of one run at the budget; extrapolate: two runs (split, 1 - split) of the "
-        "budget and their power law's prediction at multiplier x budget (structsearch.evaluate.proxy)",
+        "budget and their power law's prediction at multiplier x budget (structsearch.evaluation.proxy)",
     )
     parser.add_argument("--split", type=float, default=0.25, help="budget share of the small run (extrapolate)")
     parser.add_argument("--random", type=int, default=2, help="random canonical points besides the known ones")
@@ -151,6 +151,8 @@ def main() -> None:
     budget = args.budget or task.budget
     width = args.width or task.width_rule
     width = int(width) if str(width).isdigit() else width
+    if width == "fixed":  # the same trainings as an explicit default width (and the same cache keys)
+        width = task.default_width
     known = [parse_spec(s) for s in KNOWN]
     specs = known + random_canonical(args.random, task.default_width)
     out = Path(args.out)
@@ -164,7 +166,7 @@ def main() -> None:
     for spec in specs:
         if args.proxy == "final":
             proxy = [trial(cache, cache_path, spec, budget, width, s, options) for s in args.seeds]
-        else:  # two runs that together spend the budget (structsearch.evaluate.proxy)
+        else:  # two runs that together spend the budget (structsearch.evaluation.proxy)
             proxy = [
                 trial(cache, cache_path, spec, part * budget, width, s, options)
                 for s in args.seeds

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from structsearch.cli.evaluate_cmd import parse_options
-from structsearch.evaluate import evaluate
+from structsearch.evaluation import evaluate
 from structsearch.tasks import get_task
 
 GRID = [2.0**k * 1e-3 for k in range(-1, 6)]  # 5e-4 .. 3.2e-2, factor-2 steps

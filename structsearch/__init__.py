@@ -24,11 +24,12 @@ _LAZY = {
     "EinsumLinear": "structsearch.layers",
     "structurize": "structsearch.layers",
     "param_groups": "structsearch.layers",
-    "evaluate": "structsearch.evaluate",
-    "scale": "structsearch.evaluate",
-    "search": "structsearch.search",
-    "report": "structsearch.report",
-    "export": "structsearch.export",
+    "evaluate": "structsearch.evaluation",
+    "proxy": "structsearch.evaluation",
+    "scale": "structsearch.scaling",
+    "search": "structsearch.engine",
+    "report": "structsearch.reporting",
+    "export": "structsearch.exporting",
 }
 
 __all__ = [

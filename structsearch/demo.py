@@ -22,9 +22,9 @@ def run_demo(runs_dir: str | None = None, trials: int = DEMO["trials"], evaluate
     """search -> report -> export on study ``demo``; returns the paths and the best structure."""
     import optuna
 
-    from structsearch.export import export
-    from structsearch.report import report
-    from structsearch.search import search
+    from structsearch.engine import search
+    from structsearch.exporting import export
+    from structsearch.reporting import report
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     result = search(DEMO["space"], task=DEMO["task"], budget=DEMO["budget"], trials=trials, study=DEMO["study"],

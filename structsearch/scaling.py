@@ -11,7 +11,7 @@ the structure needs less compute. It is reported twice: from the fits, and from 
 frontiers (log-log interpolation, only where both frontiers reach L).
 
 The pure functions (:func:`pareto_frontier`, :func:`fit_power_law`, :func:`compute_at_loss`)
-take plain numbers; torch loads only in :func:`scale`, through :func:`structsearch.evaluate`.
+take plain numbers; torch loads only in :func:`scale`, through :func:`structsearch.evaluation`.
 """
 
 from __future__ import annotations
@@ -370,7 +370,7 @@ def scale(
     """
     import time
 
-    from structsearch.evaluate import evaluate
+    from structsearch.evaluation import evaluate
     from structsearch.tasks import get_task
 
     if isinstance(specs, (str, Spec)):

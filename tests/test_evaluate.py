@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from structsearch.errors import SizeError, SpecError, TaskError
-from structsearch.evaluate import EvalResult, evaluate, steps_for_budget
+from structsearch.evaluation import EvalResult, evaluate, steps_for_budget
 from structsearch.tasks import Task
 from structsearch.tasks.example_plugin import LinearMapTask
 
@@ -204,7 +204,10 @@ def test_cli_evaluate_table_in_process(capsys):
 
 
 def test_torch_is_not_imported_by_the_modules():
-    code = "import structsearch.evaluate, structsearch.scaling, structsearch.tasks, sys; print('torch' in sys.modules)"
+    code = (
+        "import structsearch.evaluation, structsearch.scaling, structsearch.tasks, sys; "
+        "print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -213,17 +216,22 @@ def test_uses_cpu_when_asked():
     assert torch.device(run(steps=1).device).type == "cpu"
 
 
-def test_package_level_names_work_after_importing_the_module():
+def test_package_level_names_work_after_importing_the_modules():
     import structsearch
-    import structsearch.evaluate  # binds the module to structsearch.evaluate
+    import structsearch.engine
+    import structsearch.evaluation
+    import structsearch.exporting
+    import structsearch.reporting  # importing a module must not shadow a function of the same API
 
     r = structsearch.evaluate("btt", PLUGIN, steps=2, device="cpu")
     assert r.status == "ok" and r.steps == 2
-    assert structsearch.scale.__module__ == "structsearch.evaluate"
+    assert structsearch.scale.__module__ == "structsearch.scaling"
+    for name in ("search", "report", "export", "proxy"):
+        assert callable(getattr(structsearch, name)), name
 
 
 def test_matched_width_is_iso_flop():
-    from structsearch.evaluate import linear_macs_at, matched_width
+    from structsearch.evaluation import linear_macs_at, matched_width
     from structsearch.tasks import MLPRegression
 
     task = MLPRegression(**MLP)
@@ -241,7 +249,7 @@ def test_matched_width_is_iso_flop():
 
 
 def test_extrapolate_loss_follows_the_power_law():
-    from structsearch.evaluate import extrapolate_loss
+    from structsearch.evaluation import extrapolate_loss
 
     # L = 2 C^-0.5 through (1, 2) and (4, 1): at C = 100 it is 0.2
     assert extrapolate_loss((1.0, 2.0), (4.0, 1.0), 100.0) == pytest.approx(0.2)
@@ -252,7 +260,7 @@ def test_extrapolate_loss_follows_the_power_law():
 
 
 def test_proxy_spends_the_budget_in_two_runs_and_extrapolates():
-    from structsearch.evaluate import extrapolate_loss, proxy
+    from structsearch.evaluation import extrapolate_loss, proxy
 
     r = proxy("btt", PLUGIN, budget=4e7, task_options={"dim": 8}, device="cpu")
     small, large = r.runs

@@ -10,10 +10,10 @@ from pathlib import Path
 import optuna
 import pytest
 
+from structsearch.engine import load_existing_study, search
 from structsearch.errors import StudyError
-from structsearch.export import export
-from structsearch.report import pareto_front, report
-from structsearch.search import load_existing_study, search
+from structsearch.exporting import export
+from structsearch.reporting import pareto_front, report
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -12,7 +12,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from structsearch.search._storage import _with_driver
+from structsearch.engine._storage import _with_driver
 
 REPO = Path(__file__).resolve().parents[1]
 URL = os.environ.get("STRUCTSEARCH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")

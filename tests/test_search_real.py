@@ -1,4 +1,4 @@
-"""One real (tiny) search: mlp-regression trained by structsearch.evaluate, then report and export."""
+"""One real (tiny) search: mlp-regression trained by structsearch.evaluation, then report and export."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 
 pytest.importorskip("torch")
 
-from structsearch.export import export
-from structsearch.report import report
-from structsearch.search import search
+from structsearch.engine import search
+from structsearch.exporting import export
+from structsearch.reporting import report
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -13,7 +13,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from structsearch.search import load_existing_study, toy_evaluate
+from structsearch.engine import load_existing_study, toy_evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from structsearch.engine import Space, available_spaces, candidate_pool, load_space
 from structsearch.errors import SpaceError
-from structsearch.search import Space, available_spaces, candidate_pool, load_space
 from structsearch.spec import Spec
 
 

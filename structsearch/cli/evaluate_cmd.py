@@ -97,7 +97,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from structsearch.evaluate import evaluate
+    from structsearch.evaluation import evaluate
 
     options = parse_options(args.option)
     if args.proxy:
@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_proxy(args: argparse.Namespace, options: dict[str, Any]) -> int:
-    from structsearch.evaluate import proxy
+    from structsearch.evaluation import proxy
 
     if args.steps is not None:
         raise TaskError("--proxy: spends a FLOP budget; use --budget, not --steps")

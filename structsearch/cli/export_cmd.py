@@ -46,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import optuna
 
-    from structsearch.export import export
+    from structsearch.exporting import export
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     doc = export(args.study, args.top, args.output, storage=args.storage, runs_dir=args.runs_dir)

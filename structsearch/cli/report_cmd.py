@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import optuna
 
-    from structsearch.report import report
+    from structsearch.reporting import report
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     result = report(args.study, args.storage, top=args.top, plots=not args.no_plots, runs_dir=args.runs_dir)

@@ -118,7 +118,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import optuna
 
-    from structsearch.search import search
+    from structsearch.engine import search
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     result = search(

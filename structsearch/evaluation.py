@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import math
 import platform
-import sys
 import time
-import types
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
@@ -49,7 +47,6 @@ __all__ = [
     "matched_width",
     "proxy",
     "resolve_device",
-    "scale",
     "steps_for_budget",
 ]
 
@@ -782,21 +779,3 @@ def proxy(
         device=large.device,
         runs=runs,
     )
-
-
-def scale(*args: Any, **kwargs: Any) -> Any:
-    """Forwarded to :func:`structsearch.scaling.scale` (kept here for ``structsearch.scale``)."""
-    from structsearch.scaling import scale as _scale
-
-    return _scale(*args, **kwargs)
-
-
-class _CallableModule(types.ModuleType):
-    """``import structsearch.evaluate`` binds the *module* to ``structsearch.evaluate``, shadowing
-    the lazily exported function; calling the module calls the function, so both spellings work."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> EvalResult:
-        return evaluate(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -9,8 +9,6 @@ omega-psi plane coloured by loss).
 from __future__ import annotations
 
 import math
-import sys
-import types
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -162,8 +160,8 @@ def report(
     out_dir: str | Path | None = None,
 ) -> StudyReport:
     """Report on a stored study (the default ``runs/<study>/journal.log`` or ``storage``)."""
+    from structsearch.engine._storage import load_existing_study
     from structsearch.errors import StudyError
-    from structsearch.search._storage import load_existing_study
 
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         raise StudyError(f"top: expected a positive integer, got {top!r}")
@@ -253,14 +251,3 @@ def _plot(trained: list[dict[str, Any]], directory: Path, study: str, config: di
     fig.savefig(paths["omega_psi"], dpi=110)
     plt.close(fig)
     return paths
-
-
-class _CallableModule(types.ModuleType):
-    """``structsearch.report`` is both this module and, lazily, the function ``report``; importing the
-    module rebinds the package attribute to it, so calling the module calls the function."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return report(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

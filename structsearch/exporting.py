@@ -10,8 +10,6 @@ load it directly (``index=k`` picks the k-th spec; the first is the best).
 from __future__ import annotations
 
 import json
-import sys
-import types
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -26,10 +24,10 @@ def export_document(
 ) -> dict[str, Any]:
     """The export document of the ``top`` trained structures of a study, best (lowest loss) first."""
     from structsearch import __version__
+    from structsearch.engine._runner import _versions
+    from structsearch.engine._storage import load_existing_study
     from structsearch.errors import StudyError
-    from structsearch.report import trial_rows
-    from structsearch.search._runner import _versions
-    from structsearch.search._storage import load_existing_study
+    from structsearch.reporting import trial_rows
     from structsearch.spec import CLASSES
 
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
@@ -96,8 +94,8 @@ def export(
     runs_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Write the export document to ``path`` (default ``runs/<study>/best.json``); returns it with ``path`` set."""
+    from structsearch.engine._storage import run_dir
     from structsearch.errors import StudyError
-    from structsearch.search._storage import run_dir
 
     doc = export_document(study, top, storage, runs_dir)
     target = Path(path) if path is not None else run_dir(study, runs_dir) / "best.json"
@@ -107,14 +105,3 @@ def export(
     except OSError as err:
         raise StudyError(f"{target}: cannot write ({err.strerror or err})") from None
     return {**doc, "path": str(target)}
-
-
-class _CallableModule(types.ModuleType):
-    """``structsearch.export`` is both this module and, lazily, the function ``export``; importing the
-    module rebinds the package attribute to it, so calling the module calls the function."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return export(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

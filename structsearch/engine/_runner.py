@@ -19,17 +19,17 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from structsearch.errors import SpaceError, StructSearchError, StudyError, TaskError
-from structsearch.search._objective import EvaluateFn, Objective, TrialOutcome, worker_id
-from structsearch.search._space import Space, load_space
-from structsearch.search._steering import TaxonomySampler, candidate_pool
-from structsearch.search._storage import (
+from structsearch.engine._objective import EvaluateFn, Objective, TrialOutcome, worker_id
+from structsearch.engine._space import Space, load_space
+from structsearch.engine._steering import CandidatePool, TaxonomySampler, candidate_pool
+from structsearch.engine._storage import (
     HEARTBEAT_S,
     StudyLocation,
     check_study_name,
     find_stale_trials,
     open_storage,
 )
+from structsearch.errors import SpaceError, StructSearchError, StudyError, TaskError
 
 __all__ = ["OBJECTIVES", "SAMPLERS", "SearchResult", "count_done", "resolve_evaluator", "search"]
 
@@ -91,17 +91,17 @@ def _count_evaluated(study: optuna.Study) -> int:
 
 
 def resolve_evaluator(evaluator: str | EvaluateFn | None) -> tuple[EvaluateFn, str]:
-    """``None`` (structsearch.evaluate.evaluate), ``"toy"`` (analytic, no training), ``"module:function"``
+    """``None`` (structsearch.evaluation.evaluate), ``"toy"`` (analytic, no training), ``"module:function"``
     or a callable."""
     if evaluator is None:
-        from structsearch.evaluate import evaluate
+        from structsearch.evaluation import evaluate
 
-        return evaluate, "structsearch.evaluate:evaluate"
+        return evaluate, "structsearch.evaluation:evaluate"
     if callable(evaluator):
         return evaluator, f"{getattr(evaluator, '__module__', '?')}:{getattr(evaluator, '__qualname__', '?')}"
     text = str(evaluator)
     if text == "toy":
-        from structsearch.search._objective import toy_evaluate
+        from structsearch.engine._objective import toy_evaluate
 
         return toy_evaluate, "toy"
     module, _, name = text.partition(":")
@@ -182,16 +182,13 @@ def _check_resume(study: optuna.Study, config: dict[str, Any], location: StudyLo
 
 
 def _make_sampler(
-    name: str, steer: bool, space: Space, width: int, seed: int, pareto: bool, trials: int
+    name: str, pool: CandidatePool | None, space: Space, seed: int, pareto: bool, trials: int
 ) -> tuple[optuna.samplers.BaseSampler, list[dict[str, float]]]:
-    """The Optuna sampler of a session and the parameter sets to enqueue into a new study."""
+    """The Optuna sampler of a session (steered when ``pool`` is given) and the parameters to enqueue."""
     from optuna.samplers import NSGAIISampler, RandomSampler, TPESampler
 
     enqueue: list[dict[str, float]] = []
-    if steer:
-        pool = candidate_pool(space, width, seed=seed)
-        if not len(pool):
-            raise SpaceError(f"space {space.name}: no canonical candidate satisfies the constraints at width {width}")
+    if pool is not None:
         if name in ("tpe", "random", "grid"):
             mode = {"tpe": "surrogate", "random": "random", "grid": "grid"}[name]
             return TaxonomySampler(space, pool, mode=mode, seed=seed, multi_objective=pareto), enqueue
@@ -321,7 +318,7 @@ def search(
     Runs until the study holds ``trials`` finished trials (COMPLETE or PRUNED; analytically
     settled ones included), or ``max_trainings`` trained ones. The same call again resumes
     the same study: trials a killed worker left RUNNING are failed and re-queued.
-    ``evaluate_fn``: ``None`` trains with :func:`structsearch.evaluate.evaluate`; ``"toy"``
+    ``evaluate_fn``: ``None`` trains with :func:`structsearch.evaluation.evaluate`; ``"toy"``
     or a callable / ``"module:function"`` replaces it (tests, dry runs). Each of ``callbacks`` is
     called as ``callback(study, finished_trial)`` after every trial; one returning True ends the session.
     """
@@ -364,6 +361,14 @@ def search(
         "versions": _versions(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    pool = None
+    if steer:  # before the study is created: an empty space is refused without leaving one behind
+        pool = candidate_pool(space_obj, width, seed=seed)
+        if not len(pool):
+            raise SpaceError(f"space {space_obj.name}: no canonical candidate satisfies the constraints at "
+                             f"width {width}")
+    elif sampler == "grid" and space_obj.step is None:
+        raise SpaceError(f"space {space_obj.name}: continuous (step: null); --sampler grid needs a space with a step")
     location = open_storage(name, storage, runs_dir)
     directions = ["minimize", "minimize"] if pareto else ["minimize"]
     try:
@@ -388,7 +393,7 @@ def search(
         _requeue(study_obj, t, f"worker {t.user_attrs.get('worker', '?')} stopped before finishing it")
 
     session_seed = seed + 7919 * len(existing)
-    opt_sampler, enqueue = _make_sampler(sampler, steer, space_obj, width, session_seed, pareto, trials)
+    opt_sampler, enqueue = _make_sampler(sampler, pool, space_obj, session_seed, pareto, trials)
     if enqueue and not resumed:
         for params in enqueue:
             study_obj.enqueue_trial(params, user_attrs={"enqueued_by": f"{sampler}{'+steer' if steer else ''}"})

@@ -38,9 +38,9 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from structsearch.engine._space import Space
+from structsearch.engine._steering import sizes_key
 from structsearch.errors import SizeError, SpecError
-from structsearch.search._space import Space
-from structsearch.search._steering import sizes_key
 from structsearch.spec import Spec
 from structsearch.taxonomy import analyze
 
@@ -50,7 +50,7 @@ EvaluateFn = Callable[..., Any]
 """``evaluate_fn(spec, task=..., budget=..., seed=..., width=...)`` returning an object with
 ``final_loss``, ``diverged``, ``train_flops``, ``steps``, ``wall_seconds``, ``params``, ``macs``,
 ``width`` (and optionally ``status``, ``reason``, ``to_dict()``), like
-:func:`structsearch.evaluate.evaluate`."""
+:func:`structsearch.evaluation.evaluate`."""
 
 
 def worker_id() -> str:
@@ -86,7 +86,7 @@ class _ToyResult:
 
 def toy_evaluate(spec: Spec, task: str = "toy", budget: float | None = None, seed: int = 0,
                  width: int | None = None, **_: Any) -> _ToyResult:
-    """An analytic stand-in for :func:`structsearch.evaluate.evaluate` (no training, for tests and dry runs).
+    """An analytic stand-in for :func:`structsearch.evaluation.evaluate` (no training, for tests and dry runs).
 
     The loss falls with the rank exponent psi and the steps the budget buys, rises with
     sharing omega: ``(1 + omega) * (2 - psi) * (1 + 0.1 * |nu - 0.6|) * (1 + 0.01 * (seed % 3))``.
@@ -218,11 +218,16 @@ class Objective:
 
     @staticmethod
     def _in_progress(study: optuna.Study, key: str, number: int) -> FrozenTrial | None:
-        """An earlier trial of another worker that is training the same integer sizes right now."""
+        """An earlier trial of another worker that is training the same integer sizes right now.
+
+        A trial whose result is being recorded (status set, not yet told) still counts: it
+        is neither finished for :meth:`_earlier` nor free to train again.
+        """
         me = worker_id()
+        abandoned = ("interrupted", "error")
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if (t.number < number and t.user_attrs.get("sizes") == key and t.user_attrs.get("worker") != me
-                    and "status" not in t.user_attrs):
+                    and t.user_attrs.get("status") not in abandoned):
                 return t
         return None
 

@@ -40,7 +40,7 @@ import optuna
 from optuna.samplers import BaseSampler, RandomSampler
 from optuna.trial import FrozenTrial, TrialState
 
-from structsearch.search._space import Space
+from structsearch.engine._space import Space
 from structsearch.spec import CLASSES
 from structsearch.taxonomy import batch_taxonomy
 
@@ -86,7 +86,7 @@ class CandidatePool:
 def prior_score(space: Space, omega: np.ndarray, psi: np.ndarray, nu: np.ndarray) -> np.ndarray:
     """The steering prior (lower is better).
 
-    >>> from structsearch.search._space import Space
+    >>> from structsearch.engine._space import Space
     >>> prior_score(Space(name="s"), np.array([0.0, 0.5]), np.array([1.0, 1.0]), np.array([0.5, 0.5])).tolist()
     [-1.0, -0.5]
     """
@@ -97,7 +97,7 @@ def prior_score(space: Space, omega: np.ndarray, psi: np.ndarray, nu: np.ndarray
 def candidate_pool(space: Space, width: int, seed: int = 0, max_points: int = MAX_POOL) -> CandidatePool:
     """The canonical candidates of ``space`` at the reference layer ``width x width``.
 
-    >>> from structsearch.search._space import load_space
+    >>> from structsearch.engine._space import load_space
     >>> pool = candidate_pool(load_space("kronecker"), 64)
     >>> len(pool) > 10, bool((pool.nu <= 1).all())
     (True, True)

@@ -9,13 +9,9 @@
 
 from __future__ import annotations
 
-import sys
-import types
-from typing import Any
-
-from structsearch.search._objective import Objective, TrialOutcome, toy_evaluate, worker_id
-from structsearch.search._runner import OBJECTIVES, SAMPLERS, SearchResult, count_done, resolve_evaluator, search
-from structsearch.search._space import (
+from structsearch.engine._objective import Objective, TrialOutcome, toy_evaluate, worker_id
+from structsearch.engine._runner import OBJECTIVES, SAMPLERS, SearchResult, count_done, resolve_evaluator, search
+from structsearch.engine._space import (
     SPACES_DIR,
     Constraints,
     Space,
@@ -25,8 +21,8 @@ from structsearch.search._space import (
     register_space,
     space_from_mapping,
 )
-from structsearch.search._steering import CandidatePool, TaxonomySampler, candidate_pool, prior_score, sizes_key
-from structsearch.search._storage import (
+from structsearch.engine._steering import CandidatePool, TaxonomySampler, candidate_pool, prior_score, sizes_key
+from structsearch.engine._storage import (
     StudyLocation,
     find_stale_trials,
     list_studies,
@@ -66,14 +62,3 @@ __all__ = [
     "toy_evaluate",
     "worker_id",
 ]
-
-
-class _CallableModule(types.ModuleType):
-    """``structsearch.search`` is both this module and, lazily, the function ``search``; importing the
-    module rebinds the package attribute to it, so calling the module calls the function."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return search(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
