@@ -106,8 +106,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--evaluator",
         default=None,
-        metavar="toy|MODULE:FUNC",
-        help="replace the trainer: 'toy' (analytic, no training) or a function like evaluate",
+        metavar="proxy|final|toy|MODULE:FUNC",
+        help="how a candidate is scored: 'proxy' (default: two runs, loss extrapolated to 10x the budget), "
+        "'final' (one run's final loss), 'toy' (analytic, no training) or a function like evaluate",
     )
     parser.add_argument("--runs-dir", default=None, metavar="DIR", help="where runs/<study>/ lives (default runs)")
     parser.add_argument("--no-progress", action="store_true", help="no progress display on stderr")

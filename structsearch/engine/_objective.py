@@ -183,7 +183,7 @@ class Objective:
             status = "redundant" if "canonicalised_from" in attrs else "duplicate"
             attrs.update(status=status, duplicate_of=earlier.number,
                          reason=f"same integer sizes as trial {earlier.number}: answered from the record")
-            for k in ("loss", "train_flops", "steps", "eval_params", "eval_macs", "eval_width"):
+            for k in ("loss", "final_loss", "train_flops", "steps", "eval_params", "eval_macs", "eval_width"):
                 if k in earlier.user_attrs:
                     attrs[k] = earlier.user_attrs[k]
             if earlier.state == TrialState.COMPLETE:
@@ -237,7 +237,11 @@ class Objective:
         except SizeError as err:
             attrs.update(status="padding", reason=str(err))
             return TrialOutcome(TrialState.PRUNED, None, attrs)
-        loss = _finite(getattr(result, "final_loss", None))
+        # rank by the scorer's score where it has one (the proxy's extrapolated loss)
+        loss = _finite(getattr(result, "score", getattr(result, "final_loss", None)))
+        measured = _finite(getattr(result, "final_loss", None))
+        if measured is not None:
+            attrs["final_loss"] = measured
         attrs.update(
             train_flops=float(getattr(result, "train_flops", 0.0) or 0.0),
             steps=int(getattr(result, "steps", 0) or 0),
