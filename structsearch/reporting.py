@@ -189,7 +189,10 @@ def report(
     )
     if plots and trained:
         directory = Path(out_dir) if out_dir is not None else location.run_dir
-        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise StudyError(f"{directory}: cannot create the plot directory ({err.strerror or err})") from None
         result.plots = _plot(trained, directory, study, config)
     return result
 

@@ -106,7 +106,10 @@ def _journal(path: Path) -> Any:
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise StudyError(f"{path.parent}: cannot create the study directory ({err.strerror or err})") from None
     lock = JournalFileSymlinkLock(str(path))
     _repair_journal(path, lock)
     try:
