@@ -11,7 +11,7 @@ the structure needs less compute. It is reported twice: from the fits, and from 
 frontiers (log-log interpolation, only where both frontiers reach L).
 
 The pure functions (:func:`pareto_frontier`, :func:`fit_power_law`, :func:`compute_at_loss`)
-take plain numbers; torch loads only in :func:`scale`, through :func:`structsearch.evaluation`.
+take plain numbers; torch loads only in :func:`scale`, through :func:`structsearch.evaluate`.
 """
 
 from __future__ import annotations

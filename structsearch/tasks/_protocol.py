@@ -1,6 +1,6 @@
 """The task protocol, the registry of built-in tasks and ``module:function`` plugins.
 
-A task is what :func:`structsearch.evaluation` trains a structure on. It is a small object
+A task is what :func:`structsearch.evaluate` trains a structure on. It is a small object
 with three required methods and a few settings with defaults; see :class:`Task`.
 Tasks are registered by name (:func:`register_task`); :func:`get_task` resolves a name,
 a ``package.module:function`` plugin path, or a task object, and raises :class:`TaskError`
