@@ -34,8 +34,13 @@ WIDTH = 64
 BUDGET = 1e9
 SEED = 0
 HIT_TOLERANCE = 0.02
-GRID_SPACE = {"name": "grid-thirds", "description": "full space on the lattice of thirds", "step": "1/3",
-              "rho": [0, 1], "constraints": {"nu_max": 1, "max_padding": 0.15}}
+GRID_SPACE = {
+    "name": "grid-thirds",
+    "description": "full space on the lattice of thirds",
+    "step": "1/3",
+    "rho": [0, 1],
+    "constraints": {"nu_max": 1, "max_padding": 0.15},
+}
 
 
 # -- the cache of real evaluations (shared with bench_vs_handpicked.py) -----------------------
@@ -74,9 +79,20 @@ def evaluate_cached(spec: Any, cache: dict[str, Any], threads: int = 1, seed: in
     torch.set_num_threads(threads)
     start = time.time()
     r = evaluate(spec, TASK, budget=BUDGET, seed=seed, width=WIDTH)
-    entry = {"theta": list(spec.theta), "paper": key, "name": spec.name, "status": r.status,
-             "final_loss": r.final_loss, "train_flops": r.train_flops, "steps": r.steps, "params": r.params,
-             "macs": r.macs, "width": r.width, "reason": r.reason, "seconds": round(time.time() - start, 2)}
+    entry = {
+        "theta": list(spec.theta),
+        "paper": key,
+        "name": spec.name,
+        "status": r.status,
+        "final_loss": r.final_loss,
+        "train_flops": r.train_flops,
+        "steps": r.steps,
+        "params": r.params,
+        "macs": r.macs,
+        "width": r.width,
+        "reason": r.reason,
+        "seconds": round(time.time() - start, 2),
+    }
     store[key] = entry
     save_cache(cache)
     return entry
@@ -111,14 +127,20 @@ def phase_grid(threads: int, train_seeds: list[int]) -> None:
     points = grid_points()
     start = time.time()
     for seed in train_seeds:
-        print(f"grid, training seed {seed}: {len(points)} canonical points (thirds, width {WIDTH}); "
-              f"cached {len(_store(cache, seed))}", flush=True)
+        print(
+            f"grid, training seed {seed}: {len(points)} canonical points (thirds, width {WIDTH}); "
+            f"cached {len(_store(cache, seed))}",
+            flush=True,
+        )
         for i, spec in enumerate(points):
             fresh = spec.paper not in _store(cache, seed)
             entry = evaluate_cached(spec, cache, threads=threads, seed=seed)
             if fresh:
-                print(f"[{i + 1}/{len(points)}] {spec.paper} {entry['status']} loss={entry['final_loss']} "
-                      f"({entry['seconds']} s, total {time.time() - start:.0f} s)", flush=True)
+                print(
+                    f"[{i + 1}/{len(points)}] {spec.paper} {entry['status']} loss={entry['final_loss']} "
+                    f"({entry['seconds']} s, total {time.time() - start:.0f} s)",
+                    flush=True,
+                )
 
 
 # -- the search comparison ---------------------------------------------------------------------
@@ -144,8 +166,16 @@ def _grid_table(cache: dict[str, Any], train_seed: int = SEED) -> tuple[dict[str
     return by_sizes, min(losses)
 
 
-def run_strategy(name: str, seed: int, cap: int, runs_dir: Path, by_sizes: dict[str, Any], target: float,
-                 cache: dict[str, Any], space: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_strategy(
+    name: str,
+    seed: int,
+    cap: int,
+    runs_dir: Path,
+    by_sizes: dict[str, Any],
+    target: float,
+    cache: dict[str, Any],
+    space: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     import optuna
 
     from structsearch.engine import search, sizes_key
@@ -172,12 +202,32 @@ def run_strategy(name: str, seed: int, cap: int, runs_dir: Path, by_sizes: dict[
 
     start = time.time()
     study = f"{name}-{seed}-{len(list(runs_dir.iterdir()))}"
-    search(space or GRID_SPACE, task=TASK, budget=BUDGET, trials=cap, study=study, storage=None,
-           sampler=sampler, steer=steer, seed=seed, width=WIDTH, evaluate_fn=lookup, progress=False,
-           runs_dir=runs_dir, callbacks=[stop_at_hit])
-    return {"strategy": name, "seed": seed, "hit": bool(hit), "trials": hit.get("trials", cap),
-            "trainings": hit.get("trainings", len(trained)), "found": hit.get("paper"), "loss": hit.get("loss"),
-            "seconds": round(time.time() - start, 2)}
+    search(
+        space or GRID_SPACE,
+        task=TASK,
+        budget=BUDGET,
+        trials=cap,
+        study=study,
+        storage=None,
+        sampler=sampler,
+        steer=steer,
+        seed=seed,
+        width=WIDTH,
+        evaluate_fn=lookup,
+        progress=False,
+        runs_dir=runs_dir,
+        callbacks=[stop_at_hit],
+    )
+    return {
+        "strategy": name,
+        "seed": seed,
+        "hit": bool(hit),
+        "trials": hit.get("trials", cap),
+        "trainings": hit.get("trainings", len(trained)),
+        "found": hit.get("paper"),
+        "loss": hit.get("loss"),
+        "seconds": round(time.time() - start, 2),
+    }
 
 
 def _summary(rows: list[dict[str, Any]], key: str) -> dict[str, float]:
@@ -185,9 +235,15 @@ def _summary(rows: list[dict[str, Any]], key: str) -> dict[str, float]:
 
     v = np.array([r[key] for r in rows], dtype=float)
     h = np.array([r[key] for r in rows if r["hit"]], dtype=float)
-    return {"median": float(np.median(v)), "mean": float(v.mean()), "p90": float(np.quantile(v, 0.9)),
-            "worst": float(v.max()), "hits": int(sum(r["hit"] for r in rows)), "runs": len(rows),
-            "median_of_hits": float(np.median(h)) if len(h) else None}
+    return {
+        "median": float(np.median(v)),
+        "mean": float(v.mean()),
+        "p90": float(np.quantile(v, 0.9)),
+        "worst": float(v.max()),
+        "hits": int(sum(r["hit"] for r in rows)),
+        "runs": len(rows),
+        "median_of_hits": float(np.median(h)) if len(h) else None,
+    }
 
 
 def phase_search(seeds: int, cap: int, strategies: list[str], train_seeds: list[int]) -> dict[str, Any]:
@@ -205,37 +261,68 @@ def phase_search(seeds: int, cap: int, strategies: list[str], train_seeds: list[
     try:
         for train_seed in train_seeds:
             by_sizes, target = _grid_table(cache, train_seed)
-            within = sum(1 for e in by_sizes.values() if e["final_loss"] is not None
-                         and e["final_loss"] <= target * (1 + HIT_TOLERANCE))
+            within = sum(
+                1
+                for e in by_sizes.values()
+                if e["final_loss"] is not None and e["final_loss"] <= target * (1 + HIT_TOLERANCE)
+            )
             best = min(by_sizes.values(), key=lambda e: e["final_loss"] if e["final_loss"] is not None else 1e9)
-            landscapes[str(train_seed)] = {"points": len(by_sizes), "best_loss": target, "best": best["paper"],
-                                           "within_tolerance": within}
-            print(f"landscape (training seed {train_seed}): {len(by_sizes)} points, best {best['paper']} "
-                  f"{target:.5g}, {within} within {HIT_TOLERANCE:.0%}", flush=True)
+            landscapes[str(train_seed)] = {
+                "points": len(by_sizes),
+                "best_loss": target,
+                "best": best["paper"],
+                "within_tolerance": within,
+            }
+            print(
+                f"landscape (training seed {train_seed}): {len(by_sizes)} points, best {best['paper']} "
+                f"{target:.5g}, {within} within {HIT_TOLERANCE:.0%}",
+                flush=True,
+            )
             for name in strategies:
                 for seed in range(seeds):
                     row = run_strategy(name, seed, cap, runs_dir, by_sizes, target, cache)
                     row["landscape"] = train_seed
                     rows.append(row)
-                    print(f"  {name:15s} seed {seed:2d}: hit={row['hit']} trials={row['trials']:4d} "
-                          f"trainings={row['trainings']:4d} ({row['seconds']} s)", flush=True)
+                    print(
+                        f"  {name:15s} seed {seed:2d}: hit={row['hit']} trials={row['trials']:4d} "
+                        f"trainings={row['trainings']:4d} ({row['seconds']} s)",
+                        flush=True,
+                    )
             # sensitivity of steering to the prior's nu weight (default 0: the paper says nu matters little)
             for nu_weight in (0.0, 0.5, 1.0):
                 space = {**GRID_SPACE, "steering": {"nu_weight": nu_weight}}
                 sensitivity_rows.setdefault(str(nu_weight), []).extend(
                     run_strategy("steered", seed, cap, runs_dir, by_sizes, target, cache, space=space)
-                    for seed in range(seeds))
+                    for seed in range(seeds)
+                )
     finally:
         shutil.rmtree(runs_dir, ignore_errors=True)
     sensitivity = {k: _summary(v, "trainings") for k, v in sensitivity_rows.items()}
-    summary = {name: {"trials": _summary([r for r in rows if r["strategy"] == name], "trials"),
-                      "trainings": _summary([r for r in rows if r["strategy"] == name], "trainings")}
-               for name in strategies}
-    out = {"setting": {"task": TASK, "width": WIDTH, "budget": BUDGET, "train_seeds": train_seeds,
-                       "grid_points": len(grid_points()), "tolerance": HIT_TOLERANCE, "seeds": seeds,
-                       "cap_trials": cap, "space": GRID_SPACE},
-           "landscapes": landscapes, "strategies": {k: STRATEGIES[k][2] for k in strategies}, "summary": summary,
-           "nu_weight_sensitivity": sensitivity, "runs": rows}
+    summary = {
+        name: {
+            "trials": _summary([r for r in rows if r["strategy"] == name], "trials"),
+            "trainings": _summary([r for r in rows if r["strategy"] == name], "trainings"),
+        }
+        for name in strategies
+    }
+    out = {
+        "setting": {
+            "task": TASK,
+            "width": WIDTH,
+            "budget": BUDGET,
+            "train_seeds": train_seeds,
+            "grid_points": len(grid_points()),
+            "tolerance": HIT_TOLERANCE,
+            "seeds": seeds,
+            "cap_trials": cap,
+            "space": GRID_SPACE,
+        },
+        "landscapes": landscapes,
+        "strategies": {k: STRATEGIES[k][2] for k in strategies},
+        "summary": summary,
+        "nu_weight_sensitivity": sensitivity,
+        "runs": rows,
+    }
     (RESULTS / "steering.json").write_text(json.dumps(out, indent=1))
     _write_markdown(out)
     return out
@@ -244,8 +331,11 @@ def phase_search(seeds: int, cap: int, strategies: list[str], train_seeds: list[
 def _write_markdown(out: dict[str, Any]) -> None:
     st = out["setting"]
     seeds_text = ",".join(str(x) for x in st["train_seeds"])
-    land = "; ".join(f"training seed {k}: best {v['best']} {v['best_loss']:.4f}, {v['within_tolerance']} within "
-                     f"{st['tolerance']:.0%}" for k, v in out["landscapes"].items())
+    land = "; ".join(
+        f"training seed {k}: best {v['best']} {v['best_loss']:.4f}, {v['within_tolerance']} within "
+        f"{st['tolerance']:.0%}"
+        for k, v in out["landscapes"].items()
+    )
     lines = [
         "# Taxonomy steering vs plain TPE vs random search",
         "",
@@ -274,19 +364,28 @@ def _write_markdown(out: dict[str, Any]) -> None:
     for name, s in out["summary"].items():
         t, e = s["trials"], s["trainings"]
         hit_median = "-" if e["median_of_hits"] is None else f"{e['median_of_hits']:.1f}"
-        lines.append(f"| {name} | {t['hits']}/{t['runs']} | {t['median']:.1f} | {t['mean']:.1f} | {t['p90']:.1f} | "
-                     f"{t['worst']:.0f} | {e['median']:.1f} | {e['mean']:.1f} | {hit_median} |")
+        lines.append(
+            f"| {name} | {t['hits']}/{t['runs']} | {t['median']:.1f} | {t['mean']:.1f} | {t['p90']:.1f} | "
+            f"{t['worst']:.0f} | {e['median']:.1f} | {e['mean']:.1f} | {hit_median} |"
+        )
     lines += ["", "Strategies:", ""]
     lines += [f"- **{k}**: {v}" for k, v in out["strategies"].items()]
     sens = out.get("nu_weight_sensitivity", {})
     if sens:
-        lines += ["", "Sensitivity of steering to the prior's nu weight (trainings to hit; the shipped default is 0, "
-                  "the paper's 'nu matters little'; at a fixed width and budget a cheaper structure gets more steps, "
-                  "which a positive weight encodes):", "",
-                  "| nu_weight | median | mean | p90 | worst | hits |", "|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "Sensitivity of steering to the prior's nu weight (trainings to hit; the shipped default is 0, "
+            "the paper's 'nu matters little'; at a fixed width and budget a cheaper structure gets more steps, "
+            "which a positive weight encodes):",
+            "",
+            "| nu_weight | median | mean | p90 | worst | hits |",
+            "|---:|---:|---:|---:|---:|---:|",
+        ]
         for k, v in sens.items():
-            lines.append(f"| {k} | {v['median']:.1f} | {v['mean']:.1f} | {v['p90']:.1f} | {v['worst']:.0f} | "
-                         f"{v['hits']}/{v['runs']} |")
+            lines.append(
+                f"| {k} | {v['median']:.1f} | {v['mean']:.1f} | {v['p90']:.1f} | {v['worst']:.0f} | "
+                f"{v['hits']}/{v['runs']} |"
+            )
     summ = out["summary"]
     if "steered" in summ and "tpe" in summ:
         ratio = summ["steered"]["trials"]["median"] / max(summ["tpe"]["trials"]["median"], 1e-9)
@@ -294,21 +393,29 @@ def _write_markdown(out: dict[str, Any]) -> None:
         lines += ["", f"Steered / plain TPE, median trials to hit: {ratio:.2f} (target <= 0.5: {verdict})."]
         se, te = summ["steered"]["trainings"]["median_of_hits"], summ["tpe"]["trainings"]["median_of_hits"]
         if se is not None and te is not None:
-            lines += [f"Steered / plain TPE, median trainings to hit over the runs that hit: {se / te:.2f} "
-                      f"({se:.1f} vs {te:.1f}; TPE hit in {summ['tpe']['trials']['hits']} of "
-                      f"{summ['tpe']['trials']['runs']} runs)."]
+            lines += [
+                f"Steered / plain TPE, median trainings to hit over the runs that hit: {se / te:.2f} "
+                f"({se:.1f} vs {te:.1f}; TPE hit in {summ['tpe']['trials']['hits']} of "
+                f"{summ['tpe']['trials']['runs']} runs)."
+            ]
         spread = summ["steered"]["trials"]
         if spread["worst"] - spread["median"] < 1:
-            lines += ["", "Caveat: training is deterministic and cached and the steered sampler is deterministic up "
-                      "to ties, so on one landscape its seeds follow (almost) the same path; its spread comes from "
-                      "the landscapes. Plain TPE and random also differ by sampler seed."]
-    lines += ["", "Caveats: the steering design (medoid start-up spread in taxonomy coordinates, the linear trend in "
-              "the surrogate's kernel) was revised once after a first run of this benchmark (then: 0.63x plain TPE's "
-              "trials on 2 sampler seeds, one landscape), so this is not a held-out test. At 1e9 FLOPs the training "
-              "noise (across the three training seeds the loss of one structure spreads by a median 10%, up to 24%) "
-              "is far larger than the "
-              "2% tolerance: the benchmark measures search efficiency on fixed landscapes, not which structure is "
-              "best."]
+            lines += [
+                "",
+                "Caveat: training is deterministic and cached and the steered sampler is deterministic up "
+                "to ties, so on one landscape its seeds follow (almost) the same path; its spread comes from "
+                "the landscapes. Plain TPE and random also differ by sampler seed.",
+            ]
+    lines += [
+        "",
+        "Caveats: the steering design (medoid start-up spread in taxonomy coordinates, the linear trend in "
+        "the surrogate's kernel) was revised once after a first run of this benchmark (then: 0.63x plain TPE's "
+        "trials on 2 sampler seeds, one landscape), so this is not a held-out test. At 1e9 FLOPs the training "
+        "noise (across the three training seeds the loss of one structure spreads by a median 10%, up to 24%) "
+        "is far larger than the "
+        "2% tolerance: the benchmark measures search efficiency on fixed landscapes, not which structure is "
+        "best.",
+    ]
     (RESULTS / "steering.md").write_text("\n".join(lines) + "\n")
 
 

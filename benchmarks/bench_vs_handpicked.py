@@ -38,19 +38,34 @@ N = 23
 SEEDS = (0, 1, 2)
 HANDPICKED = [
     # full-rank BTT
-    "(1/2|0|1/2|0|1/2|1/2|0)", "(1/3|0|2/3|0|2/3|1/3|0)", "(1/4|0|3/4|0|3/4|1/4|0)", "(2/3|0|1/3|0|1/3|2/3|0)",
+    "(1/2|0|1/2|0|1/2|1/2|0)",
+    "(1/3|0|2/3|0|2/3|1/3|0)",
+    "(1/4|0|3/4|0|3/4|1/4|0)",
+    "(2/3|0|1/3|0|1/3|2/3|0)",
     "(3/4|0|1/4|0|1/4|3/4|0)",
     # low-rank BTT
-    "(2/3|0|1/3|0|2/3|1/3|0)", "(1/3|0|2/3|0|1/3|2/3|0)", "(3/4|0|1/4|0|3/4|1/4|0)", "(1/4|0|3/4|0|1/4|3/4|0)",
+    "(2/3|0|1/3|0|2/3|1/3|0)",
+    "(1/3|0|2/3|0|1/3|2/3|0)",
+    "(3/4|0|1/4|0|3/4|1/4|0)",
+    "(1/4|0|3/4|0|1/4|3/4|0)",
     # BTT with rank index
-    "(1/2|0|1/2|0|1/2|1/2|1/4)", "(1/2|0|1/2|0|1/2|1/2|1/3)", "(1/3|0|2/3|0|2/3|1/3|1/4)", "(2/3|0|1/3|0|1/3|2/3|1/4)",
-    "(2/3|0|1/3|0|2/3|1/3|1/4)", "(1/3|0|2/3|0|1/3|2/3|1/4)",
+    "(1/2|0|1/2|0|1/2|1/2|1/4)",
+    "(1/2|0|1/2|0|1/2|1/2|1/3)",
+    "(1/3|0|2/3|0|2/3|1/3|1/4)",
+    "(2/3|0|1/3|0|1/3|2/3|1/4)",
+    "(2/3|0|1/3|0|2/3|1/3|1/4)",
+    "(1/3|0|2/3|0|1/3|2/3|1/4)",
     # Tensor-Train / Kronecker
-    "(1/2|1/2|0|1/2|1/2|0|0)", "(1/3|2/3|0|1/3|2/3|0|0)", "(1/2|1/2|0|1/2|1/2|0|1/4)", "(1/3|2/3|0|1/3|2/3|0|1/4)",
+    "(1/2|1/2|0|1/2|1/2|0|0)",
+    "(1/3|2/3|0|1/3|2/3|0|0)",
+    "(1/2|1/2|0|1/2|1/2|0|1/4)",
+    "(1/3|2/3|0|1/3|2/3|0|1/4)",
     # low rank
-    "(1|0|0|0|1|0|3/4)", "(1|0|0|0|1|0|1/2)",
+    "(1|0|0|0|1|0|3/4)",
+    "(1|0|0|0|1|0|1/2)",
     # generic
-    "(1/2|1/4|1/4|1/4|1/2|1/4|0)", "(1/2|1/4|1/4|1/4|1/2|1/4|1/4)",
+    "(1/2|1/4|1/4|1/4|1/2|1/4|0)",
+    "(1/2|1/4|1/4|1/4|1/2|1/4|1/4)",
 ]
 assert len(HANDPICKED) == N
 
@@ -79,31 +94,65 @@ def main() -> dict[str, Any]:
                     entry = evaluate_cached(spec, cache, seed=seed)
                 except SizeError as err:
                     entry = {"paper": spec.paper, "status": "padding", "final_loss": None, "reason": str(err)}
-                hand.append({"paper": spec.paper, "name": spec.name, "loss": entry["final_loss"],
-                             "status": entry["status"]})
+                hand.append(
+                    {"paper": spec.paper, "name": spec.name, "loss": entry["final_loss"], "status": entry["status"]}
+                )
             best_hand = min((h for h in hand if h["loss"] is not None), key=lambda h: h["loss"])
-            print(f"seed {seed}: hand-picked best {best_hand['paper']} {best_hand['loss']:.4f} "
-                  f"({time.time() - start:.0f} s)", flush=True)
+            print(
+                f"seed {seed}: hand-picked best {best_hand['paper']} {best_hand['loss']:.4f} "
+                f"({time.time() - start:.0f} s)",
+                flush=True,
+            )
 
             def cached_eval(spec: Any, _seed: int = seed, **_: Any) -> CachedResult:
                 return CachedResult(evaluate_cached(spec, cache, seed=_seed))
 
             row: dict[str, Any] = {"seed": seed, "handpicked": hand, "best_handpicked": best_hand}
             for label, steer in (("steered", True), ("tpe", False)):
-                r = search("full", task=TASK, budget=BUDGET, trials=2000, max_trainings=N, study=f"{label}-{seed}",
-                           steer=steer, seed=seed, width=WIDTH, evaluate_fn=cached_eval, progress=False,
-                           runs_dir=runs_dir)
-                row[label] = {"trials": r.trials, "trainings": r.evaluated, "best": r.best["paper"],
-                              "name": r.best["name"], "loss": r.best["loss"], "omega": r.best["omega"],
-                              "psi": r.best["psi"], "nu": r.best["nu"]}
-                print(f"seed {seed}: {label} {r.evaluated} trainings, {r.trials} trials, best {r.best['paper']} "
-                      f"{r.best['loss']:.4f} ({time.time() - start:.0f} s)", flush=True)
+                r = search(
+                    "full",
+                    task=TASK,
+                    budget=BUDGET,
+                    trials=2000,
+                    max_trainings=N,
+                    study=f"{label}-{seed}",
+                    steer=steer,
+                    seed=seed,
+                    width=WIDTH,
+                    evaluate_fn=cached_eval,
+                    progress=False,
+                    runs_dir=runs_dir,
+                )
+                row[label] = {
+                    "trials": r.trials,
+                    "trainings": r.evaluated,
+                    "best": r.best["paper"],
+                    "name": r.best["name"],
+                    "loss": r.best["loss"],
+                    "omega": r.best["omega"],
+                    "psi": r.best["psi"],
+                    "nu": r.best["nu"],
+                }
+                print(
+                    f"seed {seed}: {label} {r.evaluated} trainings, {r.trials} trials, best {r.best['paper']} "
+                    f"{r.best['loss']:.4f} ({time.time() - start:.0f} s)",
+                    flush=True,
+                )
             per_seed.append(row)
     finally:
         shutil.rmtree(runs_dir, ignore_errors=True)
-    out = {"setting": {"task": TASK, "width": WIDTH, "budget": BUDGET, "trainings": N, "space": "full (step 1/12)",
-                       "seeds": list(SEEDS)},
-           "per_seed": per_seed, "seconds": round(time.time() - start, 1)}
+    out = {
+        "setting": {
+            "task": TASK,
+            "width": WIDTH,
+            "budget": BUDGET,
+            "trainings": N,
+            "space": "full (step 1/12)",
+            "seeds": list(SEEDS),
+        },
+        "per_seed": per_seed,
+        "seconds": round(time.time() - start, 1),
+    }
     (RESULTS / "vs_handpicked.json").write_text(json.dumps(out, indent=1))
     write_markdown(out)
     return out
@@ -136,23 +185,40 @@ def write_markdown(out: dict[str, Any]) -> None:
         for label in ("steered", "tpe"):
             r = row[label]
             rel[label].append(r["loss"] / bh["loss"] - 1)
-            cells += [r["best"] + (f" ({r['name']})" if r.get("name") else ""), f"{r['loss']:.4f}",
-                      f"{rel[label][-1]:+.1%}"]
+            cells += [
+                r["best"] + (f" ({r['name']})" if r.get("name") else ""),
+                f"{r['loss']:.4f}",
+                f"{rel[label][-1]:+.1%}",
+            ]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Mean over training seeds, best searched vs best hand-picked: "
-              f"steered {np.mean(rel['steered']):+.1%}, plain TPE {np.mean(rel['tpe']):+.1%} "
-              "(negative: the search found a better structure).", ""]
+    lines += [
+        "",
+        "Mean over training seeds, best searched vs best hand-picked: "
+        f"steered {np.mean(rel['steered']):+.1%}, plain TPE {np.mean(rel['tpe']):+.1%} "
+        "(negative: the search found a better structure).",
+        "",
+    ]
     for row in out["per_seed"]:
         for label in ("steered", "tpe"):
             r = row[label]
-            lines.append(f"- seed {row['seed']}, {label}: {r['trials']} trials for {r['trainings']} trainings; best "
-                         f"omega {r['omega']:.3g}, psi {r['psi']:.3g}, nu {r['nu']:.3g}")
+            lines.append(
+                f"- seed {row['seed']}, {label}: {r['trials']} trials for {r['trainings']} trainings; best "
+                f"omega {r['omega']:.3g}, psi {r['psi']:.3g}, nu {r['nu']:.3g}"
+            )
     first = out["per_seed"][0]
-    lines += ["", f"Hand-picked points, training seed {first['seed']}:", "", "| theta | name | loss |",
-              "|---|---|---:|"]
+    lines += [
+        "",
+        f"Hand-picked points, training seed {first['seed']}:",
+        "",
+        "| theta | name | loss |",
+        "|---|---|---:|",
+    ]
     for h in sorted(first["handpicked"], key=lambda h: (h["loss"] is None, h["loss"] or 0)):
-        lines.append(f"| {h['paper']} | {h.get('name') or ''} | "
-                     + (f"{h['loss']:.4f}" if h["loss"] is not None else h["status"]) + " |")
+        lines.append(
+            f"| {h['paper']} | {h.get('name') or ''} | "
+            + (f"{h['loss']:.4f}" if h["loss"] is not None else h["status"])
+            + " |"
+        )
     (RESULTS / "vs_handpicked.md").write_text("\n".join(lines) + "\n")
 
 

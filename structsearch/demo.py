@@ -25,8 +25,9 @@ DEMO = {
 }
 
 
-def run_demo(runs_dir: str | None = None, trials: int = DEMO["trials"], evaluate_fn: str | None = None,
-             progress: bool = True) -> dict[str, object]:
+def run_demo(
+    runs_dir: str | None = None, trials: int = DEMO["trials"], evaluate_fn: str | None = None, progress: bool = True
+) -> dict[str, object]:
     """search -> report -> export on study ``demo``; returns the paths and the best structure."""
     import optuna
 
@@ -35,8 +36,17 @@ def run_demo(runs_dir: str | None = None, trials: int = DEMO["trials"], evaluate
     from structsearch.reporting import report
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    result = search(DEMO["space"], task=DEMO["task"], budget=DEMO["budget"], trials=trials, study=DEMO["study"],
-                    width=DEMO["width"], runs_dir=runs_dir, evaluate_fn=evaluate_fn, progress=progress)
+    result = search(
+        DEMO["space"],
+        task=DEMO["task"],
+        budget=DEMO["budget"],
+        trials=trials,
+        study=DEMO["study"],
+        width=DEMO["width"],
+        runs_dir=runs_dir,
+        evaluate_fn=evaluate_fn,
+        progress=progress,
+    )
     rep = report(DEMO["study"], runs_dir=runs_dir, top=5)
     doc = export(DEMO["study"], top=3, runs_dir=runs_dir)
     return {"search": result, "report": rep, "export": doc, "dense": _dense_baseline(evaluate_fn)}
@@ -62,8 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     console = Console()
     console = console if console.is_terminal else Console(width=160)
-    console.print(f"[bold]structsearch demo[/]: search the {DEMO['space']} space on {DEMO['task']} "
-                  f"({args.trials} trials, {DEMO['budget']:.0e} FLOPs each, width {DEMO['width']})")
+    console.print(
+        f"[bold]structsearch demo[/]: search the {DEMO['space']} space on {DEMO['task']} "
+        f"({args.trials} trials, {DEMO['budget']:.0e} FLOPs each, width {DEMO['width']})"
+    )
     try:
         out = run_demo(args.runs_dir, args.trials)
     except StructSearchError as err:
@@ -78,16 +90,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.print(result)
     console.print(rep)
     best = doc["specs"][0]
-    console.print(f"\nbest structure {best['paper']}" + (f" ({best['name']})" if best.get("name") else "")
-                  + f", loss {best['score']['loss']:.4g}")
+    console.print(
+        f"\nbest structure {best['paper']}"
+        + (f" ({best['name']})" if best.get("name") else "")
+        + f", loss {best['score']['loss']:.4g}"
+    )
     dense = out["dense"]
     if dense:
         change = best["score"]["loss"] / dense - 1
-        console.print(f"dense at the same width and budget: loss {dense:.4g} "
-                      f"(the best structure is {abs(change):.1%} {'lower' if change < 0 else 'higher'})")
+        console.print(
+            f"dense at the same width and budget: loss {dense:.4g} "
+            f"(the best structure is {abs(change):.1%} {'lower' if change < 0 else 'higher'})"
+        )
     layer = EinsumLinear.from_spec(doc["path"], 1024, 1024)
-    console.print(f"as a 1024 -> 1024 layer: {layer.params:,} parameters and {layer.macs:,} MACs per vector "
-                  f"(dense: {1024 * 1024:,})")
+    console.print(
+        f"as a 1024 -> 1024 layer: {layer.params:,} parameters and {layer.macs:,} MACs per vector "
+        f"(dense: {1024 * 1024:,})"
+    )
     console.print(f"study:  {result.storage}   (optuna-dashboard {result.storage})")
     for name, path in rep.plots.items():
         console.print(f"plot:   {path}   ({name})")

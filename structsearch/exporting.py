@@ -43,32 +43,34 @@ def export_document(
     for rank, r in enumerate(rows[:top], start=1):
         theta = dict(zip(CLASSES, (float(v) for v in r["theta"]), strict=True))
         score = {"loss": r["loss"], "macs": r.get("eval_macs") or r.get("macs")}
-        specs.append({
-            "rank": rank,
-            "theta": theta,
-            "paper": r.get("paper"),
-            "name": r.get("name"),
-            "omega": r.get("omega"),
-            "psi": r.get("psi"),
-            "nu": r.get("nu"),
-            "params": r.get("params"),
-            "macs": r.get("macs"),
-            "score": score,
-            "provenance": {
-                "study": study,
-                "storage": location.description,
-                "trial": r["number"],
-                "task": config.get("task"),
-                "budget": config.get("budget"),
-                "seed": config.get("seed"),
-                "width": config.get("width"),
-                "objective": config.get("objective"),
-                "space": (config.get("space") or {}).get("name"),
+        specs.append(
+            {
+                "rank": rank,
+                "theta": theta,
+                "paper": r.get("paper"),
+                "name": r.get("name"),
+                "omega": r.get("omega"),
+                "psi": r.get("psi"),
+                "nu": r.get("nu"),
+                "params": r.get("params"),
+                "macs": r.get("macs"),
                 "score": score,
-                "train_flops": r.get("train_flops"),
-                "versions": stored_versions,
-            },
-        })
+                "provenance": {
+                    "study": study,
+                    "storage": location.description,
+                    "trial": r["number"],
+                    "task": config.get("task"),
+                    "budget": config.get("budget"),
+                    "seed": config.get("seed"),
+                    "width": config.get("width"),
+                    "objective": config.get("objective"),
+                    "space": (config.get("space") or {}).get("name"),
+                    "score": score,
+                    "train_flops": r.get("train_flops"),
+                    "versions": stored_versions,
+                },
+            }
+        )
     return {
         "format": FORMAT,
         "version": 1,

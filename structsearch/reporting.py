@@ -17,8 +17,24 @@ from typing import Any
 
 __all__ = ["StudyReport", "pareto_front", "report", "trial_rows"]
 
-_ROW_KEYS = ("theta", "paper", "name", "omega", "psi", "nu", "params", "macs", "loss", "train_flops", "status",
-             "eval_macs", "steps", "reason", "duplicate_of", "canonicalised_from")
+_ROW_KEYS = (
+    "theta",
+    "paper",
+    "name",
+    "omega",
+    "psi",
+    "nu",
+    "params",
+    "macs",
+    "loss",
+    "train_flops",
+    "status",
+    "eval_macs",
+    "steps",
+    "reason",
+    "duplicate_of",
+    "canonicalised_from",
+)
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -118,12 +134,22 @@ class StudyReport:
         )
         table = Table(title="best trials")
         for col in ("#", "theta", "name", "omega", "psi", "nu", "params", "MACs", "loss", "status"):
-            table.add_column(col, justify="right" if col not in ("theta", "name", "status") else "left",
-                             no_wrap=col in ("theta", "loss"))
+            table.add_column(
+                col,
+                justify="right" if col not in ("theta", "name", "status") else "left",
+                no_wrap=col in ("theta", "loss"),
+            )
         for r in self.best:
             table.add_row(
-                str(r["number"]), str(r.get("paper")), r.get("name") or "", _fmt(r.get("omega")), _fmt(r.get("psi")),
-                _fmt(r.get("nu")), f"{r.get('params') or 0:,}", f"{r.get('macs') or 0:,}", _fmt(r.get("loss"), 5),
+                str(r["number"]),
+                str(r.get("paper")),
+                r.get("name") or "",
+                _fmt(r.get("omega")),
+                _fmt(r.get("psi")),
+                _fmt(r.get("nu")),
+                f"{r.get('params') or 0:,}",
+                f"{r.get('macs') or 0:,}",
+                _fmt(r.get("loss"), 5),
                 str(r.get("status")) + (" *" if r["number"] in self.pareto else ""),
             )
         corr = Table(title="Spearman correlation with loss (trained trials)")
@@ -135,8 +161,12 @@ class StudyReport:
         if self.pareto:
             parts.append(Text("* on the Pareto front of loss vs training FLOPs"))
         if self.config.get("pareto_objective_front") is not None:
-            parts.append(Text("Pareto front of the objectives (loss, MACs): trials "
-                              + ", ".join(map(str, self.config["pareto_objective_front"]))))
+            parts.append(
+                Text(
+                    "Pareto front of the objectives (loss, MACs): trials "
+                    + ", ".join(map(str, self.config["pareto_objective_front"]))
+                )
+            )
         if self.plots:
             parts.append(Text("plots: " + ", ".join(self.plots.values())))
         return Group(*parts)
@@ -220,8 +250,13 @@ def _plot(trained: list[dict[str, Any]], directory: Path, study: str, config: di
         ax.step(fx, fy, where="post", color="tab:red", label="Pareto front")
         ax.scatter(fx, fy, c="tab:red", zorder=3)
         if np.isfinite(x[0]):  # the best trial (rows are sorted by loss)
-            ax.annotate("best: " + (trained[0].get("name") or trained[0].get("paper")), (x[0], trained[0]["loss"]),
-                        fontsize=7, xytext=(4, 6), textcoords="offset points")
+            ax.annotate(
+                "best: " + (trained[0].get("name") or trained[0].get("paper")),
+                (x[0], trained[0]["loss"]),
+                fontsize=7,
+                xytext=(4, 6),
+                textcoords="offset points",
+            )
         if ok.any() and np.nanmax(x[ok]) / max(np.nanmin(x[ok]), 1e-12) > 20:
             ax.set_xscale("log")
         ax.set_xlabel(label)
@@ -238,12 +273,24 @@ def _plot(trained: list[dict[str, Any]], directory: Path, study: str, config: di
     rng = np.random.default_rng(0)
     jitter = 0.012
     fig, ax = plt.subplots(figsize=(5.8, 4.6))
-    sc = ax.scatter(omega + rng.uniform(-jitter, jitter, len(omega)), psi + rng.uniform(-jitter, jitter, len(psi)),
-                    c=loss, cmap="viridis_r", s=45, edgecolors="k", linewidths=0.3)
+    sc = ax.scatter(
+        omega + rng.uniform(-jitter, jitter, len(omega)),
+        psi + rng.uniform(-jitter, jitter, len(psi)),
+        c=loss,
+        cmap="viridis_r",
+        s=45,
+        edgecolors="k",
+        linewidths=0.3,
+    )
     fig.colorbar(sc, ax=ax, label="loss (lower is better)")
     best = trained[0]
-    ax.annotate(f"best: {best.get('name') or best.get('paper')}", (best["omega"], best["psi"]), fontsize=8,
-                xytext=(6, -12), textcoords="offset points")
+    ax.annotate(
+        f"best: {best.get('name') or best.get('paper')}",
+        (best["omega"], best["psi"]),
+        fontsize=8,
+        xytext=(6, -12),
+        textcoords="offset points",
+    )
     ax.set_xlim(-0.05, max(0.55, float(omega.max()) + 0.05))
     ax.set_ylim(min(0.45, float(psi.min()) - 0.05), 1.05)
     ax.set_xlabel("omega (parameter sharing)")

@@ -17,8 +17,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "structsearch", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "structsearch", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +31,24 @@ def work():
 
 
 def test_search_report_export_json(work):
-    res = cli("search", "--space", "kronecker", "--task", "toy", "--evaluator", "toy", "--trials", "6",
-              "--width", "64", "--study", "c", "--json", "--no-progress", cwd=work)
+    res = cli(
+        "search",
+        "--space",
+        "kronecker",
+        "--task",
+        "toy",
+        "--evaluator",
+        "toy",
+        "--trials",
+        "6",
+        "--width",
+        "64",
+        "--study",
+        "c",
+        "--json",
+        "--no-progress",
+        cwd=work,
+    )
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert out["trials"] == 6 and out["study"] == "c" and out["storage"] == str(Path("runs/c/journal.log"))
@@ -52,14 +69,42 @@ def test_search_report_export_json(work):
 
 
 def test_search_table_and_resume(work):
-    args = ("search", "--space", "btt", "--task", "toy", "--evaluator", "toy", "--trials", "3", "--width", "64",
-            "--study", "t")
+    args = (
+        "search",
+        "--space",
+        "btt",
+        "--task",
+        "toy",
+        "--evaluator",
+        "toy",
+        "--trials",
+        "3",
+        "--width",
+        "64",
+        "--study",
+        "t",
+    )
     first = cli(*args, cwd=work)
     assert first.returncode == 0, first.stderr
     assert "3 / 3 done (3 this session)" in first.stdout and "best" in first.stdout
     assert "trials" in first.stderr  # the progress display
-    more = cli("search", "--space", "btt", "--task", "toy", "--evaluator", "toy", "--trials", "5", "--width", "64",
-               "--study", "t", "--no-progress", cwd=work)
+    more = cli(
+        "search",
+        "--space",
+        "btt",
+        "--task",
+        "toy",
+        "--evaluator",
+        "toy",
+        "--trials",
+        "5",
+        "--width",
+        "64",
+        "--study",
+        "t",
+        "--no-progress",
+        cwd=work,
+    )
     assert more.returncode == 0 and "5 / 5 done (2 this session)" in more.stdout
     rep = cli("report", "t", cwd=work)
     assert rep.returncode == 0 and "best trials" in rep.stdout and "Spearman" in rep.stdout
@@ -91,13 +136,28 @@ def test_bad_space_file_names_the_field(work):
     (work / "bad.yaml").write_text("name: bad\nconstraints:\n  psi_min: high\n")
     res = cli("search", "--space", "bad.yaml", "--task", "toy", "--evaluator", "toy", cwd=work)
     assert res.returncode == 2
-    assert res.stderr.strip() == ("structsearch search: error: bad.yaml: constraints.psi_min: Input should be a "
-                                  "valid number, unable to parse string as a number, got 'high'")
+    assert res.stderr.strip() == (
+        "structsearch search: error: bad.yaml: constraints.psi_min: Input should be a "
+        "valid number, unable to parse string as a number, got 'high'"
+    )
 
 
 def test_mismatched_resume_keeps_the_study(work):
-    base = ("search", "--space", "btt", "--task", "toy", "--evaluator", "toy", "--width", "64", "--study", "mm",
-            "--no-progress", "--trials")
+    base = (
+        "search",
+        "--space",
+        "btt",
+        "--task",
+        "toy",
+        "--evaluator",
+        "toy",
+        "--width",
+        "64",
+        "--study",
+        "mm",
+        "--no-progress",
+        "--trials",
+    )
     assert cli(*base, "2", cwd=work).returncode == 0
     res = cli(*base, "4", "--budget", "5e9", cwd=work)
     assert res.returncode == 2 and "was created with budget=None, got 5000000000.0" in res.stderr

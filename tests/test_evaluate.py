@@ -205,8 +205,7 @@ def test_cli_evaluate_table_in_process(capsys):
 
 def test_torch_is_not_imported_by_the_modules():
     code = (
-        "import structsearch.evaluation, structsearch.scaling, structsearch.tasks, sys; "
-        "print('torch' in sys.modules)"
+        "import structsearch.evaluation, structsearch.scaling, structsearch.tasks, sys; print('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -22,8 +22,18 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 def runs():
     base = "/dev/shm" if Path("/dev/shm").is_dir() else None
     path = Path(tempfile.mkdtemp(prefix="structsearch-report-", dir=base))
-    search("full", task="toy", evaluate_fn="toy", width=64, trials=14, study="r", steer=False, runs_dir=path,
-           progress=False, budget=1e9)
+    search(
+        "full",
+        task="toy",
+        evaluate_fn="toy",
+        width=64,
+        trials=14,
+        study="r",
+        steer=False,
+        runs_dir=path,
+        progress=False,
+        budget=1e9,
+    )
     yield path
     shutil.rmtree(path, ignore_errors=True)
 

@@ -193,8 +193,9 @@ def test_resume_with_other_settings_is_refused(tmp_path):
         _run(tmp_path, space="btt", trials=3, study="m", budget=1e9, objective="pareto")
     assert len(_trials(tmp_path, "m")) == 2
     _run(tmp_path, space=Space(name="mine", step=0.25, description="a"), trials=1, study="sp")
-    _run(tmp_path, space=Space(name="mine", step=0.25, description="b", steering={"n_startup": 1}), trials=2,
-         study="sp")  # description and steering may change
+    _run(
+        tmp_path, space=Space(name="mine", step=0.25, description="b", steering={"n_startup": 1}), trials=2, study="sp"
+    )  # description and steering may change
     with pytest.raises(StudyError, match="space 'mine' has changed since the study was created"):
         _run(tmp_path, space=Space(name="mine", step=0.5), trials=3, study="sp")
 

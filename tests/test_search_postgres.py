@@ -42,12 +42,35 @@ def postgres():
 
 def test_two_workers_share_a_postgres_study(postgres, tmp_path):
     study = f"pg-{uuid.uuid4().hex[:10]}"
-    command = [sys.executable, "-m", "structsearch", "search", "--space", "kronecker", "--task", "toy",
-               "--evaluator", "tests.test_search_resume:slow_evaluate", "--width", "64", "--trials", "10",
-               "--study", study, "--storage", postgres, "--no-progress", "--json", "--runs-dir", str(tmp_path)]
+    command = [
+        sys.executable,
+        "-m",
+        "structsearch",
+        "search",
+        "--space",
+        "kronecker",
+        "--task",
+        "toy",
+        "--evaluator",
+        "tests.test_search_resume:slow_evaluate",
+        "--width",
+        "64",
+        "--trials",
+        "10",
+        "--study",
+        study,
+        "--storage",
+        postgres,
+        "--no-progress",
+        "--json",
+        "--runs-dir",
+        str(tmp_path),
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO), "STRUCTSEARCH_TEST_SLEEP": "0.2"}
-    workers = [subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True) for _ in range(2)]
+    workers = [
+        subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     outs = [w.communicate(timeout=180) for w in workers]
     try:
         for w, (_out, err) in zip(workers, outs, strict=True):
@@ -61,9 +84,14 @@ def test_two_workers_share_a_postgres_study(postgres, tmp_path):
         trained = [t.user_attrs["sizes"] for t in done if t.user_attrs["status"] == "evaluated"]
         assert len(trained) == len(set(trained))  # nothing trained twice
         assert loaded.user_attrs["structsearch"]["task"] == "toy"
-        report = subprocess.run([sys.executable, "-m", "structsearch", "report", study, "--storage", postgres,
-                                 "--json", "--no-plots"], env=env, cwd=REPO, capture_output=True, text=True,
-                                timeout=60)
+        report = subprocess.run(
+            [sys.executable, "-m", "structsearch", "report", study, "--storage", postgres, "--json", "--no-plots"],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert report.returncode == 0, report.stderr
     finally:
         optuna.delete_study(study_name=study, storage=_with_driver(postgres))

@@ -22,8 +22,9 @@ def test_tiny_real_search_end_to_end():
     base = "/dev/shm" if Path("/dev/shm").is_dir() else None
     runs = Path(tempfile.mkdtemp(prefix="structsearch-real-", dir=base))
     try:
-        result = search("btt", task="mlp-regression", budget=1e8, trials=2, study="real", width=64,
-                        runs_dir=runs, progress=False)
+        result = search(
+            "btt", task="mlp-regression", budget=1e8, trials=2, study="real", width=64, runs_dir=runs, progress=False
+        )
         assert result.trials == 2 and result.evaluated == 2
         assert result.best is not None and result.best["loss"] > 0
         rep = report("real", runs_dir=runs, plots=False)

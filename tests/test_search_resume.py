@@ -37,9 +37,27 @@ def runs():
 
 
 def _command(runs: Path, trials: int, study: str = "kill") -> list[str]:
-    return [sys.executable, "-m", "structsearch", "search", "--space", "btt", "--task", "toy", "--width", "64",
-            "--trials", str(trials), "--study", study, "--runs-dir", str(runs), "--no-progress",
-            "--evaluator", "tests.test_search_resume:slow_evaluate"]
+    return [
+        sys.executable,
+        "-m",
+        "structsearch",
+        "search",
+        "--space",
+        "btt",
+        "--task",
+        "toy",
+        "--width",
+        "64",
+        "--trials",
+        str(trials),
+        "--study",
+        study,
+        "--runs-dir",
+        str(runs),
+        "--no-progress",
+        "--evaluator",
+        "tests.test_search_resume:slow_evaluate",
+    ]
 
 
 def _env() -> dict[str, str]:
@@ -55,8 +73,9 @@ def _finished(runs: Path, study: str) -> list[optuna.trial.FrozenTrial]:
 
 
 def _start_and_stop(runs: Path, sig: int, study: str, trials: int = 8, after: int = 2) -> subprocess.CompletedProcess:
-    proc = subprocess.Popen(_command(runs, trials, study), env=_env(), cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _command(runs, trials, study), env=_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.time() + 60
     while len(_finished(runs, study)) < after and time.time() < deadline and proc.poll() is None:
         time.sleep(0.1)
@@ -74,8 +93,7 @@ def test_kill_9_then_rerun_resumes(runs):
     running = [t for t in loaded.get_trials() if t.state == TrialState.RUNNING]
     assert len(before) >= 2 and len(running) == 1
 
-    again = subprocess.run(_command(runs, 8, "kill"), env=_env(), cwd=REPO, capture_output=True, text=True,
-                           timeout=120)
+    again = subprocess.run(_command(runs, 8, "kill"), env=_env(), cwd=REPO, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
     loaded, _ = load_existing_study("kill", runs_dir=runs)
     trials = loaded.get_trials()

@@ -76,8 +76,9 @@ def test_fractions_accepted():
     assert space.n_steps == 12 and space.rho == (0.0, 0.5) and space.constraints.omega_max == 0.25
 
 
-@given(st.lists(st.floats(0, 1), min_size=5, max_size=5),
-       st.sampled_from(["full", "btt", "kronecker", "full-continuous"]))
+@given(
+    st.lists(st.floats(0, 1), min_size=5, max_size=5), st.sampled_from(["full", "btt", "kronecker", "full-continuous"])
+)
 def test_params_map_to_valid_theta_in_space(us, name):
     space = load_space(name)
     params = dict(zip(space.param_names, us, strict=False))

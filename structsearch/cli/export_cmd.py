@@ -5,22 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 
+from structsearch.cli._common import positive_int, stdout_console
+
 __all__ = ["register", "run"]
 
 EXAMPLES = """examples:
   structsearch export demo --top 3 -o best.json
   python -c "from structsearch.layers import EinsumLinear; print(EinsumLinear.from_spec('best.json', 256, 256))"
 """
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("study", metavar="STUDY", help="study name")
-    parser.add_argument("--top", type=_positive_int, default=1, metavar="K", help="structures to export (default 1)")
+    parser.add_argument("--top", type=positive_int, default=1, metavar="K", help="structures to export (default 1)")
     parser.add_argument(
         "-o", "--output", default=None, metavar="PATH", help="output file (default runs/<study>/best.json)"
     )
@@ -66,13 +58,5 @@ def run(args: argparse.Namespace) -> int:
             f"{s['score']['loss']:.5g}",
             str(s["provenance"]["trial"]),
         )
-    _console().print(table)
+    stdout_console().print(table)
     return 0
-
-
-def _console():
-    """stdout console; wide when not a terminal so that tables stay readable in pipes and logs."""
-    from rich.console import Console
-
-    console = Console()
-    return console if console.is_terminal else Console(width=160)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
+
+from structsearch.cli._common import emit, positive_int
 
 __all__ = ["register", "run"]
 
@@ -11,16 +12,6 @@ EXAMPLES = """examples:
   structsearch report demo
   structsearch report shared --storage postgresql://user@host/db --top 20 --json
 """
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("study", metavar="STUDY", help="study name")
     parser.add_argument("--storage", default=None, metavar="URL", help="Optuna storage URL or journal file")
-    parser.add_argument("--top", type=_positive_int, default=10, metavar="K", help="best trials to list (default 10)")
+    parser.add_argument("--top", type=positive_int, default=10, metavar="K", help="best trials to list (default 10)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--runs-dir", default=None, metavar="DIR", help="where runs/<study>/ lives (default runs)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
@@ -49,16 +40,5 @@ def run(args: argparse.Namespace) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     result = report(args.study, args.storage, top=args.top, plots=not args.no_plots, runs_dir=args.runs_dir)
-    if args.json:
-        print(json.dumps(result.to_dict(), default=str))
-        return 0
-    _console().print(result)
+    emit(result, args.json)
     return 0
-
-
-def _console():
-    """stdout console; wide when not a terminal so that tables stay readable in pipes and logs."""
-    from rich.console import Console
-
-    console = Console()
-    return console if console.is_terminal else Console(width=160)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
+
+from structsearch.cli._common import emit, flops, positive_int
 
 __all__ = ["register", "run"]
 
@@ -16,26 +17,6 @@ EXAMPLES = """examples:
 Running the same command again resumes the study (runs/<study>/journal.log by default).
 Spaces: full, full-continuous, btt, kronecker, low-rank, steered-default, or a YAML file.
 """
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _flops(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of FLOPs like 1e9, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number of FLOPs, got {text!r}")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,21 +38,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--task", default="mlp-regression", help="mlp-regression, char-lm or package.module:function")
     parser.add_argument(
         "--budget",
-        type=_flops,
+        type=flops,
         default=None,
         metavar="FLOPS",
         help="training FLOPs per trial (default: the task's proxy budget)",
     )
     parser.add_argument(
         "--trials",
-        type=_positive_int,
+        type=positive_int,
         default=12,
         metavar="N",
         help="finished trials the study should hold, settled ones included (default 12)",
     )
     parser.add_argument(
         "--max-trainings",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="also stop once the study holds N trained trials",
@@ -102,7 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="taxonomy steering (default on; --no-steer: plain Optuna over raw theta)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampler and of training (default 0)")
-    parser.add_argument("--width", type=_positive_int, default=None, help="model width (default: the task's)")
+    parser.add_argument("--width", type=positive_int, default=None, help="model width (default: the task's)")
     parser.add_argument(
         "--evaluator",
         default=None,
@@ -139,16 +120,5 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         runs_dir=args.runs_dir,
     )
-    if args.json:
-        print(json.dumps(result.to_dict(), default=str))
-        return 0
-    _console().print(result)
+    emit(result, args.json)
     return 0
-
-
-def _console():
-    """stdout console; wide when not a terminal so that tables stay readable in pipes and logs."""
-    from rich.console import Console
-
-    console = Console()
-    return console if console.is_terminal else Console(width=160)

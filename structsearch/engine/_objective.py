@@ -84,8 +84,9 @@ class _ToyResult:
         return dict(self.__dict__)
 
 
-def toy_evaluate(spec: Spec, task: str = "toy", budget: float | None = None, seed: int = 0,
-                 width: int | None = None, **_: Any) -> _ToyResult:
+def toy_evaluate(
+    spec: Spec, task: str = "toy", budget: float | None = None, seed: int = 0, width: int | None = None, **_: Any
+) -> _ToyResult:
     """An analytic stand-in for :func:`structsearch.evaluation.evaluate` (no training, for tests and dry runs).
 
     The loss falls with the rank exponent psi and the steps the budget buys, rises with
@@ -99,8 +100,16 @@ def toy_evaluate(spec: Spec, task: str = "toy", budget: float | None = None, see
     loss = (1 + tax.omega) * (2 - tax.psi) * (1 + 0.1 * abs(tax.nu - 0.6)) * (1 + 0.01 * (seed % 3))
     budget = float(budget or 1e9)
     steps = max(1, int(budget // (6 * max(tax.macs, 1))))
-    return _ToyResult(final_loss=loss, diverged=False, train_flops=float(steps * 6 * tax.macs), steps=steps,
-                      wall_seconds=0.0, params=tax.params, macs=tax.macs, width=width)
+    return _ToyResult(
+        final_loss=loss,
+        diverged=False,
+        train_flops=float(steps * 6 * tax.macs),
+        steps=steps,
+        wall_seconds=0.0,
+        params=tax.params,
+        macs=tax.macs,
+        width=width,
+    )
 
 
 def _finite(x: Any) -> float | None:
@@ -150,16 +159,19 @@ class Objective:
         try:
             spec = Spec.from_theta(theta)
         except SpecError as err:
-            return TrialOutcome(TrialState.PRUNED, None, {"status": "invalid", "reason": str(err),
-                                                          "theta": list(map(float, theta))})
+            return TrialOutcome(
+                TrialState.PRUNED, None, {"status": "invalid", "reason": str(err), "theta": list(map(float, theta))}
+            )
         proposed = spec
         tax = analyze(spec, self.width, self.width, max_padding=None)
         if not tax.canonical:
             equivalent = tax.canonical_equivalent
             if equivalent is None:
                 attrs.update(self._describe(spec, tax))
-                attrs.update(status="degenerate", reason=f"nu {tax.nu:.4g} > 1 and no canonical equivalent: "
-                                                          "dense dominates this family")
+                attrs.update(
+                    status="degenerate",
+                    reason=f"nu {tax.nu:.4g} > 1 and no canonical equivalent: dense dominates this family",
+                )
                 return TrialOutcome(TrialState.PRUNED, None, attrs)
             spec = equivalent
             attrs["canonicalised_from"] = proposed.paper
@@ -174,15 +186,21 @@ class Objective:
             return TrialOutcome(TrialState.PRUNED, None, attrs)
         busy = self._in_progress(study, attrs["sizes"], trial.number)
         if busy is not None:
-            attrs.update(status="concurrent", duplicate_of=busy.number,
-                         reason=f"same integer sizes as trial {busy.number}, which worker "
-                                f"{busy.user_attrs.get('worker', '?')} is training: not trained twice")
+            attrs.update(
+                status="concurrent",
+                duplicate_of=busy.number,
+                reason=f"same integer sizes as trial {busy.number}, which worker "
+                f"{busy.user_attrs.get('worker', '?')} is training: not trained twice",
+            )
             return TrialOutcome(TrialState.PRUNED, None, attrs)
         earlier = self._earlier(study, attrs["sizes"], trial.number)
         if earlier is not None:
             status = "redundant" if "canonicalised_from" in attrs else "duplicate"
-            attrs.update(status=status, duplicate_of=earlier.number,
-                         reason=f"same integer sizes as trial {earlier.number}: answered from the record")
+            attrs.update(
+                status=status,
+                duplicate_of=earlier.number,
+                reason=f"same integer sizes as trial {earlier.number}: answered from the record",
+            )
             for k in ("loss", "final_loss", "train_flops", "steps", "eval_params", "eval_macs", "eval_width"):
                 if k in earlier.user_attrs:
                     attrs[k] = earlier.user_attrs[k]
@@ -226,8 +244,12 @@ class Objective:
         me = worker_id()
         abandoned = ("interrupted", "error")
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if (t.number < number and t.user_attrs.get("sizes") == key and t.user_attrs.get("worker") != me
-                    and t.user_attrs.get("status") not in abandoned):
+            if (
+                t.number < number
+                and t.user_attrs.get("sizes") == key
+                and t.user_attrs.get("worker") != me
+                and t.user_attrs.get("status") not in abandoned
+            ):
                 return t
         return None
 

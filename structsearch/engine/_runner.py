@@ -67,15 +67,22 @@ class SearchResult:
         from rich.table import Table
 
         table = Table(title=f"study {self.study} ({self.storage})", show_header=False)
-        table.add_row("trials", f"{self.trials} / {self.target} done ({self.new_trials} this session"
-                      + (f", {self.stale_recovered} interrupted trial(s) re-queued" if self.stale_recovered else "")
-                      + ")")
+        table.add_row(
+            "trials",
+            f"{self.trials} / {self.target} done ({self.new_trials} this session"
+            + (f", {self.stale_recovered} interrupted trial(s) re-queued" if self.stale_recovered else "")
+            + ")",
+        )
         table.add_row("trained", str(self.evaluated))
         table.add_row("settled", ", ".join(f"{k} {v}" for k, v in sorted(self.statuses.items())) or "-")
         if self.best:
             b = self.best
-            table.add_row("best", f"#{b['number']} {b['paper']}" + (f" [{b['name']}]" if b.get("name") else "")
-                          + f" loss {b['loss']:.5g}  omega {b['omega']:.3g}  psi {b['psi']:.3g}  nu {b['nu']:.3g}")
+            table.add_row(
+                "best",
+                f"#{b['number']} {b['paper']}"
+                + (f" [{b['name']}]" if b.get("name") else "")
+                + f" loss {b['loss']:.5g}  omega {b['omega']:.3g}  psi {b['psi']:.3g}  nu {b['nu']:.3g}",
+            )
         table.add_row("elapsed", f"{self.elapsed_seconds:.1f} s")
         return table
 
@@ -86,8 +93,10 @@ def count_done(study: optuna.Study) -> int:
 
 
 def _count_evaluated(study: optuna.Study) -> int:
-    return sum(t.user_attrs.get("status") in ("evaluated", "diverged", "failed")
-               for t in study.get_trials(deepcopy=False, states=DONE_STATES))
+    return sum(
+        t.user_attrs.get("status") in ("evaluated", "diverged", "failed")
+        for t in study.get_trials(deepcopy=False, states=DONE_STATES)
+    )
 
 
 # The trainers a search can score with by name; ``proxy`` is the validated default
@@ -146,8 +155,12 @@ def _versions() -> dict[str, str]:
 
     from structsearch import __version__
 
-    out = {"structsearch": __version__, "optuna": optuna.__version__, "numpy": numpy.__version__,
-           "python": platform.python_version()}
+    out = {
+        "structsearch": __version__,
+        "optuna": optuna.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+    }
     try:
         from importlib.metadata import version
 
@@ -166,13 +179,16 @@ def _check_resume(study: optuna.Study, config: dict[str, Any], location: StudyLo
     stored = study.user_attrs.get(CONFIG_ATTR)
     if stored is None:
         if study.get_trials(deepcopy=False):
-            raise StudyError(f"study {study.study_name} in {location.description} was not made by structsearch "
-                             "search; pick another --study name")
+            raise StudyError(
+                f"study {study.study_name} in {location.description} was not made by structsearch "
+                "search; pick another --study name"
+            )
         study.set_user_attr(CONFIG_ATTR, config)
         return
     for key in _PINNED:
         have, want = stored.get(key), config.get(key)
         if key == "space":  # what the space admits must match; its description and steering may change
+
             def admits(d: dict[str, Any]) -> dict[str, Any]:
                 return {k: v for k, v in (d or {}).items() if k not in ("description", "steering")}
 
@@ -183,8 +199,10 @@ def _check_resume(study: optuna.Study, config: dict[str, Any], location: StudyLo
         else:
             same = have == want
         if not same and key == "space" and have == want:
-            raise StudyError(f"study {study.study_name} in {location.description}: space {want!r} has changed since "
-                             "the study was created (zero, rho, step or constraints); pick another --study name")
+            raise StudyError(
+                f"study {study.study_name} in {location.description}: space {want!r} has changed since "
+                "the study was created (zero, rho, step or constraints); pick another --study name"
+            )
         if not same:
             raise StudyError(
                 f"study {study.study_name} in {location.description} was created with {key}={have!r}, got "
@@ -292,17 +310,28 @@ def _best(study: optuna.Study) -> dict[str, Any] | None:
     if best is None:
         return None
     a = best.user_attrs
-    return {"number": best.number, "paper": a.get("paper"), "name": a.get("name"), "theta": a.get("theta"),
-            "loss": a.get("loss"), "omega": a.get("omega"), "psi": a.get("psi"), "nu": a.get("nu"),
-            "params": a.get("params"), "macs": a.get("macs")}
+    return {
+        "number": best.number,
+        "paper": a.get("paper"),
+        "name": a.get("name"),
+        "theta": a.get("theta"),
+        "loss": a.get("loss"),
+        "omega": a.get("omega"),
+        "psi": a.get("psi"),
+        "nu": a.get("nu"),
+        "params": a.get("params"),
+        "macs": a.get("macs"),
+    }
 
 
 def _best_line(best: dict[str, Any] | None) -> str:
     if not best:
         return "best: -"
     name = f" [{best['name']}]" if best.get("name") else ""
-    return (f"best #{best['number']} {best['paper']}{name} loss {best['loss']:.4g} "
-            f"ω {best['omega']:.3g} ψ {best['psi']:.3g}")
+    return (
+        f"best #{best['number']} {best['paper']}{name} loss {best['loss']:.4g} "
+        f"ω {best['omega']:.3g} ψ {best['psi']:.3g}"
+    )
 
 
 def search(
@@ -346,8 +375,9 @@ def search(
         raise StudyError(f"trials: expected a positive integer, got {trials!r}")
     if max_trainings is not None and (not isinstance(max_trainings, int) or max_trainings < 1):
         raise StudyError(f"max_trainings: expected a positive integer, got {max_trainings!r}")
-    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
-                               or not math.isfinite(budget) or budget <= 0):
+    if budget is not None and (
+        isinstance(budget, bool) or not isinstance(budget, (int, float)) or not math.isfinite(budget) or budget <= 0
+    ):
         raise TaskError(f"budget: expected a positive number of FLOPs, got {budget!r}")
     if width is not None and (isinstance(width, bool) or not isinstance(width, int) or width < 1):
         raise TaskError(f"width: expected a positive integer, got {width!r}")
@@ -377,20 +407,24 @@ def search(
     if steer:  # before the study is created: an empty space is refused without leaving one behind
         pool = candidate_pool(space_obj, width, seed=seed)
         if not len(pool):
-            raise SpaceError(f"space {space_obj.name}: no canonical candidate satisfies the constraints at "
-                             f"width {width}")
+            raise SpaceError(
+                f"space {space_obj.name}: no canonical candidate satisfies the constraints at width {width}"
+            )
     elif sampler == "grid" and space_obj.step is None:
         raise SpaceError(f"space {space_obj.name}: continuous (step: null); --sampler grid needs a space with a step")
     location = open_storage(name, storage, runs_dir)
     directions = ["minimize", "minimize"] if pareto else ["minimize"]
     try:
-        study_obj = optuna.create_study(study_name=name, storage=location.storage, directions=directions,
-                                        load_if_exists=True)
+        study_obj = optuna.create_study(
+            study_name=name, storage=location.storage, directions=directions, load_if_exists=True
+        )
     except ValueError as err:
         raise StudyError(f"study {name} in {location.description}: {err}") from None
     if list(study_obj.directions) != [optuna.study.StudyDirection.MINIMIZE] * len(directions):
-        raise StudyError(f"study {name} in {location.description} has {len(study_obj.directions)} objective(s); "
-                         f"got objective={objective!r}; pick another --study name")
+        raise StudyError(
+            f"study {name} in {location.description} has {len(study_obj.directions)} objective(s); "
+            f"got objective={objective!r}; pick another --study name"
+        )
     existing = study_obj.get_trials(deepcopy=False)
     resumed = bool(existing)
     _check_resume(study_obj, config, location)
@@ -422,8 +456,11 @@ def search(
             bar(done, best)
             if done >= trials or (max_trainings is not None and _count_evaluated(study_obj) >= max_trainings):
                 break
-            running = [t for t in study_obj.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                       if t.user_attrs.get("worker") != me]
+            running = [
+                t
+                for t in study_obj.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                if t.user_attrs.get("worker") != me
+            ]
             if done + len(running) >= trials:  # other workers are finishing the rest
                 break
             trial = study_obj.ask()
@@ -533,8 +570,14 @@ def _progress(enabled: bool, total: int, done: int, best: dict[str, Any] | None)
 
     console = Console(stderr=True)
     bar = Progress(
-        TextColumn("trials"), BarColumn(), MofNCompleteColumn(), TextColumn("elapsed"), TimeElapsedColumn(),
-        TextColumn("remaining"), TimeRemainingColumn(), console=console,
+        TextColumn("trials"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("elapsed"),
+        TimeElapsedColumn(),
+        TextColumn("remaining"),
+        TimeRemainingColumn(),
+        console=console,
     )
     task_id = bar.add_task("search", total=total, completed=done)
     line = Text(_best_line(best))

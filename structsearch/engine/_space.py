@@ -362,8 +362,9 @@ def _format_error(err: ValidationError, where: str) -> SpaceError:
 def space_from_mapping(data: Any, where: str = "space") -> Space:
     """Validate a mapping into a :class:`Space`, raising a one-line :class:`SpaceError` naming the field."""
     if not isinstance(data, Mapping):
-        raise SpaceError(f"{where}: expected a mapping of fields (name, zero, rho, step, constraints), got "
-                         f"{type(data).__name__}")
+        raise SpaceError(
+            f"{where}: expected a mapping of fields (name, zero, rho, step, constraints), got {type(data).__name__}"
+        )
     try:
         return Space.model_validate(dict(data))
     except ValidationError as err:
@@ -407,8 +408,9 @@ def load_space(value: str | Path | Mapping[str, Any] | Space) -> Space:
         if candidate.suffix in (".yaml", ".yml", ".json") or candidate.exists():
             path = candidate
     if path is None:
-        raise SpaceError(f"unknown search space {text!r}; expected one of {', '.join(available_spaces())} "
-                         "or a path to a .yaml file")
+        raise SpaceError(
+            f"unknown search space {text!r}; expected one of {', '.join(available_spaces())} or a path to a .yaml file"
+        )
     if not path.is_file():
         raise SpaceError(f"{path}: no such space file")
     import yaml

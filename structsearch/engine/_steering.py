@@ -222,10 +222,18 @@ class TaxonomySampler(BaseSampler):
         self._log_macs_z = _zscore(np.log(np.maximum(pool.macs, 1).astype(float))) if len(pool) else self._prior
         # the linear trend's inputs: the taxonomy coordinates and the exact log counts, standardised,
         # each weight with prior variance trend_var / n_features (in loss standard deviations)
-        trend = [pool.omega, pool.psi, pool.nu, np.log(np.maximum(pool.params, 1).astype(float)),
-                 np.log(np.maximum(pool.macs, 1).astype(float))]
-        self._lin = (np.column_stack([_zscore(np.asarray(f, dtype=float)) for f in trend]) / np.sqrt(len(trend))
-                     if len(pool) else np.zeros((0, len(trend))))
+        trend = [
+            pool.omega,
+            pool.psi,
+            pool.nu,
+            np.log(np.maximum(pool.params, 1).astype(float)),
+            np.log(np.maximum(pool.macs, 1).astype(float)),
+        ]
+        self._lin = (
+            np.column_stack([_zscore(np.asarray(f, dtype=float)) for f in trend]) / np.sqrt(len(trend))
+            if len(pool)
+            else np.zeros((0, len(trend)))
+        )
 
     # -- the Optuna sampler interface ---------------------------------------------------
     def reseed_rng(self) -> None:
@@ -235,9 +243,7 @@ class TaxonomySampler(BaseSampler):
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
         return self._space.distributions()
 
-    def sample_relative(
-        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, Any]
-    ) -> dict[str, Any]:
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, Any]) -> dict[str, Any]:
         if not search_space or not len(self._pool):
             return {}
         pick = self.choose(study.get_trials(deepcopy=False))
@@ -311,8 +317,7 @@ class TaxonomySampler(BaseSampler):
         vals = [v for v in observed.values() if v is not None and np.isfinite(v) and v > 0]
         logs = np.log(np.array(vals)) if vals else np.zeros(1)
         worst = float(logs.max()) + max(float(np.std(logs)), 0.5)
-        y = np.array([np.log(v) if (v is not None and np.isfinite(v) and v > 0) else worst
-                      for v in observed.values()])
+        y = np.array([np.log(v) if (v is not None and np.isfinite(v) and v > 0) else worst for v in observed.values()])
         mean, sd = float(y.mean()), float(y.std()) if len(y) > 1 and y.std() > 1e-12 else 1.0
         yz = (y - mean) / sd
         strength = self._space.steering.prior_strength

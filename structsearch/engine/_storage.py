@@ -118,8 +118,9 @@ def _journal(path: Path) -> Any:
         raise StudyError(f"{path}: cannot read the journal ({err})") from None
 
 
-def open_storage(study: str, storage: str | None = None, runs_dir: str | Path | None = None,
-                 create: bool = True) -> StudyLocation:
+def open_storage(
+    study: str, storage: str | None = None, runs_dir: str | Path | None = None, create: bool = True
+) -> StudyLocation:
     """Open the storage of ``study``: the default journal in ``runs/<study>/`` or ``storage``."""
     directory = run_dir(study, runs_dir)
     if storage is None or storage == "":
@@ -191,8 +192,9 @@ def _missing_message(study: str, runs_dir: str | Path | None) -> str:
     return f"no study {study!r} in {where / study}{listing} (pass --storage URL for a study elsewhere)"
 
 
-def load_existing_study(study: str, storage: str | None = None, runs_dir: str | Path | None = None) -> tuple[
-        optuna.Study, StudyLocation]:
+def load_existing_study(
+    study: str, storage: str | None = None, runs_dir: str | Path | None = None
+) -> tuple[optuna.Study, StudyLocation]:
     """Open a study that must exist (for report and export)."""
     location = open_storage(study, storage, runs_dir, create=False)
     try:
