@@ -20,7 +20,11 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def slow_evaluate(spec, **kw):
-    """toy_evaluate that takes a while, so that a kill lands mid-training."""
+    """toy_evaluate that takes a while, so that a kill lands mid-training; it logs each start."""
+    started = os.environ.get("STRUCTSEARCH_TEST_STARTED")
+    if started:
+        with open(started, "a") as log:
+            log.write(f"{spec.paper}\n")
     time.sleep(float(os.environ.get("STRUCTSEARCH_TEST_SLEEP", "0.4")))
     return toy_evaluate(spec, **kw)
 
@@ -73,13 +77,20 @@ def _finished(runs: Path, study: str) -> list[optuna.trial.FrozenTrial]:
 
 
 def _start_and_stop(runs: Path, sig: int, study: str, trials: int = 8, after: int = 2) -> subprocess.CompletedProcess:
+    """Signal the search once ``after`` trainings have finished and the next one is under way."""
+    started = runs / f"{study}.started"
+    env = {**_env(), "STRUCTSEARCH_TEST_STARTED": str(started)}
     proc = subprocess.Popen(
-        _command(runs, trials, study), env=_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        _command(runs, trials, study), env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
+
+    def trainings_started() -> int:
+        return len(started.read_text().splitlines()) if started.exists() else 0
+
     deadline = time.time() + 60
-    while len(_finished(runs, study)) < after and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.1)
-    time.sleep(0.15)  # land inside the next training
+    while trainings_started() <= after and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    time.sleep(0.05)  # inside the (after + 1)-th training, which sleeps 0.4 s
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=30)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
