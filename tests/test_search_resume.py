@@ -81,7 +81,14 @@ def _start_and_stop(runs: Path, sig: int, study: str, trials: int = 8, after: in
     started = runs / f"{study}.started"
     env = {**_env(), "STRUCTSEARCH_TEST_STARTED": str(started)}
     proc = subprocess.Popen(
-        _command(runs, trials, study), env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        _command(runs, trials, study),
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # a background CI job may run with SIGINT ignored, which the child would inherit
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
     def trainings_started() -> int:
