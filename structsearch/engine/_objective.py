@@ -208,6 +208,19 @@ class Objective:
                 return TrialOutcome(TrialState.COMPLETE, list(earlier.values), attrs)
             attrs["reason"] += f" ({earlier.user_attrs.get('status')})"
             return TrialOutcome(TrialState.PRUNED, None, attrs)
+        # Mark the trial as training before the last look, so that a worker whose claim
+        # this one could not see yet yields to it (see _in_progress).
+        trial.set_user_attr("training", True)
+        busy = self._in_progress(study, attrs["sizes"], trial.number)
+        if busy is not None:
+            trial.set_user_attr("training", False)
+            attrs.update(
+                status="concurrent",
+                duplicate_of=busy.number,
+                reason=f"same integer sizes as trial {busy.number}, which worker "
+                f"{busy.user_attrs.get('worker', '?')} is training: not trained twice",
+            )
+            return TrialOutcome(TrialState.PRUNED, None, attrs)
         return self._train(spec, attrs)
 
     def _describe(self, spec: Spec, tax: Any) -> dict[str, Any]:
@@ -236,16 +249,19 @@ class Objective:
 
     @staticmethod
     def _in_progress(study: optuna.Study, key: str, number: int) -> FrozenTrial | None:
-        """An earlier trial of another worker that is training the same integer sizes right now.
+        """A trial of another worker that holds the same integer sizes right now.
 
-        A trial whose result is being recorded (status set, not yet told) still counts: it
-        is neither finished for :meth:`_earlier` nor free to train again.
+        It holds them if it has a lower number (it claimed first), or if it has already
+        marked itself as training (it may have passed its own check before this trial's
+        claim was visible). A trial whose result is being recorded (status set, not yet
+        told) still counts. Two workers that mark themselves at the same instant may both
+        yield: the candidate is then left untrained, never trained twice.
         """
         me = worker_id()
         abandoned = ("interrupted", "error")
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if (
-                t.number < number
+                (t.number < number or (t.number != number and t.user_attrs.get("training")))
                 and t.user_attrs.get("sizes") == key
                 and t.user_attrs.get("worker") != me
                 and t.user_attrs.get("status") not in abandoned
