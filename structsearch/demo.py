@@ -66,12 +66,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs-dir", default=None, help="where runs/demo/ goes (default runs)")
     parser.add_argument("--trials", type=int, default=DEMO["trials"], help=f"trials (default {DEMO['trials']})")
     args = parser.parse_args(argv)
-    from rich.console import Console
-
+    from structsearch.cli._common import stdout_console
     from structsearch.errors import StructSearchError
 
-    console = Console()
-    console = console if console.is_terminal else Console(width=160)
+    console = stdout_console()
     console.print(
         f"[bold]structsearch demo[/]: search the {DEMO['space']} space on {DEMO['task']} "
         f"({args.trials} trials, {DEMO['budget']:.0e} FLOPs each, width {DEMO['width']})"

@@ -184,15 +184,6 @@ class Objective:
         if violations:
             attrs.update(status="constraint", reason="; ".join(violations))
             return TrialOutcome(TrialState.PRUNED, None, attrs)
-        busy = self._in_progress(study, attrs["sizes"], trial.number)
-        if busy is not None:
-            attrs.update(
-                status="concurrent",
-                duplicate_of=busy.number,
-                reason=f"same integer sizes as trial {busy.number}, which worker "
-                f"{busy.user_attrs.get('worker', '?')} is training: not trained twice",
-            )
-            return TrialOutcome(TrialState.PRUNED, None, attrs)
         earlier = self._earlier(study, attrs["sizes"], trial.number)
         if earlier is not None:
             status = "redundant" if "canonicalised_from" in attrs else "duplicate"
@@ -208,8 +199,8 @@ class Objective:
                 return TrialOutcome(TrialState.COMPLETE, list(earlier.values), attrs)
             attrs["reason"] += f" ({earlier.user_attrs.get('status')})"
             return TrialOutcome(TrialState.PRUNED, None, attrs)
-        # Mark the trial as training before the last look, so that a worker whose claim
-        # this one could not see yet yields to it (see _in_progress).
+        # A twin still running elsewhere is not in the record yet. Mark this trial as training
+        # before looking, so that a worker whose claim this one could not see yields to it.
         trial.set_user_attr("training", True)
         busy = self._in_progress(study, attrs["sizes"], trial.number)
         if busy is not None:
