@@ -10,9 +10,14 @@ so a shared machine slows every contender alike:
 - ``EinsumLinear`` on its default path (a fast path where one applies) and forced onto the
   general path (so every fast path is justified by a measurement).
 
-Memory: the bytes autograd saves for backward (torch.autograd.graph.saved_tensors_hooks),
-unique storages, excluding the weights (which exist anyway) but including the input x.
-This is deterministic and honest on CPU; it is not the allocator's peak.
+Memory, two numbers per contender:
+
+- saved: the bytes autograd saves for backward (torch.autograd.graph.saved_tensors_hooks),
+  unique storages, excluding the weights (which exist anyway) but including the input x;
+- peak: the most bytes alive at once during one forward+backward beyond the weights, the input
+  and the incoming gradient (activations, temporaries and the gradients themselves). CUDA reads
+  the allocator's peak; CPU has no allocator statistics, so a dispatch mode tracks every
+  storage an op creates until it is freed (exact for tensors, blind to allocator slack).
 
     python benchmarks/bench_layers.py            # full run, d = 1024 and 4096
     python benchmarks/bench_layers.py --quick    # smoke run, small sizes
@@ -28,12 +33,15 @@ import platform
 import statistics
 import sys
 import time
+import weakref
 from dataclasses import dataclass
 
 import torch
 from rich.console import Console
 from rich.table import Table
 from torch import Tensor, nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from structsearch.layers import EinsumLinear
 
@@ -135,6 +143,61 @@ def saved_bytes(module: nn.Module, x: Tensor) -> int:
     return sum(saved.values())
 
 
+class _LiveStorages(TorchDispatchMode):
+    """Bytes of the tensor storages created under this mode that are still alive, and their peak.
+
+    Storages that existed before (weights, the input, the incoming gradient) are excluded, so
+    views of them are not counted; a storage leaves the count when it is freed.
+    """
+
+    def __init__(self, existing: list[Tensor]) -> None:
+        super().__init__()
+        self.live = self.peak = 0
+        self._seen = {t.untyped_storage().data_ptr() for t in existing}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, Tensor):
+                self._track(t.untyped_storage())
+        return out
+
+    def _track(self, storage: torch.UntypedStorage) -> None:
+        key, nbytes = storage.data_ptr(), storage.nbytes()
+        if nbytes == 0 or key in self._seen:
+            return
+        self._seen.add(key)
+        self.live += nbytes
+        self.peak = max(self.peak, self.live)
+        weakref.finalize(storage, self._release, key, nbytes)
+
+    def _release(self, key: int, nbytes: int) -> None:
+        self._seen.discard(key)
+        self.live -= nbytes
+
+
+def peak_bytes(module: nn.Module, x: Tensor, grad: Tensor) -> int:
+    """Peak bytes allocated during one forward+backward beyond the weights, input and incoming gradient.
+
+    Activations, temporaries and the gradients themselves. CUDA: the caching allocator's peak.
+    CPU (no allocator statistics): the peak of live tensor storages, tracked op by op.
+    """
+    for p in module.parameters():
+        p.grad = None
+    x.grad = None
+    if x.device.type == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        module(x).backward(grad)
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    tracker = _LiveStorages([*module.parameters(), *module.buffers(), x, grad])
+    with tracker:
+        module(x).backward(grad)
+    return tracker.peak
+
+
 @dataclass
 class Row:
     structure: str
@@ -149,6 +212,9 @@ class Row:
     saved_layer: int
     saved_ref: int
     saved_dense: int
+    peak_layer: int
+    peak_ref: int
+    peak_dense: int
     batch: int
     itemsize: int
 
@@ -199,6 +265,9 @@ def bench(
         saved_layer=saved_bytes(layer, x),
         saved_ref=saved_bytes(ref, x),
         saved_dense=saved_bytes(dense, x),
+        peak_layer=peak_bytes(layer, x, grad),
+        peak_ref=peak_bytes(ref, x, grad),
+        peak_dense=peak_bytes(dense, x, grad),
         batch=batch,
         itemsize=x.element_size(),
     )
@@ -221,6 +290,7 @@ COLUMNS = [
     "GFLOP/s layer",
     "GFLOP/s dense",
     "saved MiB layer / ref / dense",
+    "peak MiB layer / ref / dense",
     "weights MiB layer / dense",
 ]
 
@@ -243,6 +313,7 @@ def _cells(row: Row) -> list[str]:
         f"{row.gflops(row.macs, row.layer_ms):.0f}",
         f"{row.gflops(row.d * row.d, row.dense_ms):.0f}",
         f"{row.saved_layer / mib:.1f} / {row.saved_ref / mib:.1f} / {row.saved_dense / mib:.1f}",
+        f"{row.peak_layer / mib:.1f} / {row.peak_ref / mib:.1f} / {row.peak_dense / mib:.1f}",
         f"{row.params * row.itemsize / mib:.2f} / {row.d * row.d * row.itemsize / mib:.2f}",
     ]
 
@@ -347,7 +418,9 @@ def main(argv: list[str] | None = None) -> int:
             "- `ref`: the two-einsum reference in the benchmark; `general`: EinsumLinear forced onto its general "
             "path; `vs ref` and `vs dense` are speedups of EinsumLinear (default path).",
             "- Saved MiB: bytes autograd saves for backward (saved_tensors_hooks, unique storages), weights "
-            "excluded, the input x included; not the allocator's peak.",
+            "excluded, the input x included.",
+            "- Peak MiB: most bytes alive at once during one forward+backward beyond the weights, input and "
+            "incoming gradient (activations, temporaries, gradients); CPU: live tensor storages tracked op by op.",
             "",
         ]
         for label, rows in results:

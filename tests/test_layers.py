@@ -225,3 +225,28 @@ def test_benchmark_smoke_run(tmp_path) -> None:
     assert done.returncode == 0, done.stderr
     text = out.read_text()
     assert "| btt | 64 | btt |" in text and "| kronecker | 64 | kronecker |" in text and "Machine:" in text
+
+
+def test_benchmark_peak_memory_matches_closed_form_for_dense(monkeypatch: pytest.MonkeyPatch) -> None:
+    """nn.Linear's forward+backward allocates y, dL/dx and dL/dW: the tracker's peak is exactly their sum."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_layers.py"
+    spec = importlib.util.spec_from_file_location("bench_layers", script)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_layers", bench)  # its dataclasses look their module up there
+    spec.loader.exec_module(bench)
+    n, d_in, d_out = 32, 48, 40
+    dense = torch.nn.Linear(d_in, d_out, bias=False)
+    x = torch.randn(n, d_in, requires_grad=True)
+    grad = torch.randn(n, d_out)
+    assert bench.peak_bytes(dense, x, grad) == 4 * (n * d_out + n * d_in + d_in * d_out)
+    # a structured layer: the peak holds at least what autograd saves beyond the input, and the gradients
+    layer = EinsumLinear("btt", 64, 64, bias=False)
+    x = torch.randn(n, 64, requires_grad=True)
+    peak = bench.peak_bytes(layer, x, torch.randn(n, 64))
+    grads = 4 * (n * 64 + layer.params)
+    assert peak >= grads + bench.saved_bytes(layer, x) - 4 * n * 64

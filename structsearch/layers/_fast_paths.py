@@ -130,7 +130,9 @@ class _BTTFunction(torch.autograd.Function):
                 grad_a = torch.bmm(gzt, xs).transpose(1, 2).reshape(core_a.shape)  # (g, r*f, a) -> (g, a, r*f)
             if need_x:
                 at = core_a.view(g, a, r * f).transpose(1, 2)  # (g, r*f, a)
-                grad_x = _bmm_into_rows(gzt.transpose(1, 2), at, n, g, a)  # (n, g*a)
+                grad_xg = torch.bmm(gzt.transpose(1, 2), at)  # (g, n, a)
+                del gz, gzt  # freed before the copy: the backward's peak is then one activation lower
+                grad_x = grad_xg.transpose(0, 1).reshape(n, g * a)  # (n, g*a)
         if ctx.has_bias and ctx.needs_input_grad[3]:
             grad_bias = grad_y.sum(0)
         return grad_x, grad_a, grad_b, grad_bias, None
