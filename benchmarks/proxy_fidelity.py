@@ -1,4 +1,4 @@
-"""Proxy fidelity on mlp-regression: does the default proxy score rank structures like 10x the budget?
+"""Proxy fidelity: does a task's default proxy score rank structures like 10x the budget?
 
 For each structure (known structures of taxonomy.md plus seeded random canonical points) it
 trains once at the task's default proxy budget and once at ``--multiplier`` (10) times that
@@ -8,6 +8,7 @@ so an interrupted run resumes.
 
     python benchmarks/proxy_fidelity.py                 # writes benchmarks/results/proxy_fidelity.{md,json}
     python benchmarks/proxy_fidelity.py --random 4 --multiplier 10 --threads 1
+    python benchmarks/proxy_fidelity.py --task char-lm --out benchmarks/results/proxy_fidelity_char_lm
 """
 
 from __future__ import annotations
@@ -70,13 +71,20 @@ def random_canonical(n: int, width: int, seed: int = 0) -> list[Spec]:
 
 
 def trial(
-    cache: dict, path: Path, spec: Spec, budget: float, width: int | str, seed: int, options: dict | None = None
+    cache: dict,
+    path: Path,
+    spec: Spec,
+    budget: float,
+    width: int | str,
+    seed: int,
+    options: dict | None = None,
+    task: str = "mlp-regression",
 ) -> dict:
     key = f"{spec.paper}|{budget:.6g}|{width}|{seed}" + (f"|{json.dumps(options, sort_keys=True)}" if options else "")
+    if task != "mlp-regression":  # the committed mlp-regression caches predate the task field
+        key = f"{task}|{key}"
     if key not in cache:
-        r = evaluate(
-            spec, "mlp-regression", budget=budget, width=width, seed=seed, device="cpu", task_options=options or {}
-        )
+        r = evaluate(spec, task, budget=budget, width=width, seed=seed, device="cpu", task_options=options or {})
         cache[key] = {
             "key": key,
             "spec": spec.paper,
@@ -142,12 +150,13 @@ def main() -> None:
     parser.add_argument("--random", type=int, default=2, help="random canonical points besides the known ones")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--option", action="append", metavar="KEY=VALUE", help="mlp-regression task option")
+    parser.add_argument("--task", default="mlp-regression", help="a registered task or module:function")
+    parser.add_argument("--option", action="append", metavar="KEY=VALUE", help="task option")
     parser.add_argument("--out", default="benchmarks/results/proxy_fidelity")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     options = parse_options(args.option)
-    task = get_task("mlp-regression", **options)
+    task = get_task(args.task, **options)
     budget = args.budget or task.budget
     width = args.width or task.width_rule
     width = int(width) if str(width).isdigit() else width
@@ -165,10 +174,10 @@ def main() -> None:
     table = []
     for spec in specs:
         if args.proxy == "final":
-            proxy = [trial(cache, cache_path, spec, budget, width, s, options) for s in args.seeds]
+            proxy = [trial(cache, cache_path, spec, budget, width, s, options, args.task) for s in args.seeds]
         else:  # two runs that together spend the budget (structsearch.evaluation.proxy)
             proxy = [
-                trial(cache, cache_path, spec, part * budget, width, s, options)
+                trial(cache, cache_path, spec, part * budget, width, s, options, args.task)
                 for s in args.seeds
                 for part in (args.split, 1 - args.split)
             ]
@@ -176,7 +185,7 @@ def main() -> None:
         table.append({"spec": spec.paper, "name": spec.name, "kind": kind, "proxy": proxy})
     for row, spec in zip(table, specs, strict=True):
         row["reference"] = [
-            trial(cache, cache_path, spec, args.multiplier * budget, width, s, options) for s in args.seeds
+            trial(cache, cache_path, spec, args.multiplier * budget, width, s, options, args.task) for s in args.seeds
         ]
     if args.proxy == "final":
         proxy_scores = [score(row["proxy"]) for row in table]
@@ -188,7 +197,7 @@ def main() -> None:
     proxy_rank = np.argsort(np.argsort(proxy_scores)) + 1
     ref_rank = np.argsort(np.argsort(ref_scores)) + 1
     summary = {
-        "task": "mlp-regression",
+        "task": args.task,
         "task_settings": task.describe(),
         "proxy_budget": budget,
         "proxy_rule": args.proxy,
@@ -209,7 +218,7 @@ def main() -> None:
     }
     out.with_suffix(".json").write_text(json.dumps(summary, indent=1))
     lines = [
-        "# Proxy fidelity on mlp-regression",
+        f"# Proxy fidelity on {args.task}",
         "",
         f"Proxy ({args.proxy}{f', split {args.split:g}' if args.proxy == 'extrapolate' else ''}): "
         f"{budget:.3g} training FLOPs in all, width rule {width!r} (dense reference width {task.default_width}); "
@@ -219,7 +228,7 @@ def main() -> None:
         f"**Spearman rho = {rho:.3f}** (p = {p_value:.2g}), Kendall tau = {tau:.3f}, {len(table)} structures; "
         f"slowest proxy (all its runs, one seed) {summary['max_proxy_wall_seconds']:.1f} s of training.",
         "",
-        "| structure | theta | width | proxy score | proxy rank | proxy s | 10x MSE | 10x rank | 10x s |",
+        f"| structure | theta | width | proxy score | proxy rank | proxy s | 10x {task.metric} | 10x rank | 10x s |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in summary["rows"]:
@@ -232,7 +241,8 @@ def main() -> None:
         )
     lines.append("")
     lines.append(
-        f"Command: `python benchmarks/proxy_fidelity.py --proxy {args.proxy} --budget {budget:g} --width {width} "
+        f"Command: `python benchmarks/proxy_fidelity.py --task {args.task} --proxy {args.proxy} --budget {budget:g} "
+        f"--width {width} "
         f"--random {args.random} "
         f"--seeds {' '.join(map(str, args.seeds))} --out {args.out}"
         + "".join(f" --option {o}" for o in args.option or [])
