@@ -128,3 +128,21 @@ def test_structurize_project_reports_errors_and_keeps_function() -> None:
     torch.testing.assert_close(model[0].bias.detach(), bias)
     with pytest.raises(SizeError, match=r"weight: expected shape \(16, 16\)"):
         project_dense(model[0], torch.randn(16, 8))
+
+
+def test_docs_layers_examples_run(capsys: pytest.CaptureFixture[str]) -> None:
+    """The python blocks of docs/layers.md run in order, in one namespace, and assert what they claim."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "layers.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert len(blocks) >= 3
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, "docs/layers.md", "exec"), namespace)
+    shown = re.search(r"print\(layer\)\n((?:# .*\n)+)", blocks[0])  # the repr on the page, wrapped as comments
+    assert shown is not None
+    printed = capsys.readouterr().out.splitlines()[0]
+    assert printed == " ".join(line.removeprefix("# ").strip() for line in shown.group(1).splitlines())
+    assert namespace["summary"].params_after < namespace["summary"].params_before
