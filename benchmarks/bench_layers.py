@@ -88,10 +88,14 @@ class Reference(nn.Module):
 
 
 # -- measurement ----------------------------------------------------------------------------------
-def _step(module: nn.Module, x: Tensor, grad: Tensor) -> None:
+def _clear_grads(module: nn.Module, x: Tensor) -> None:
     x.grad = None
     for p in module.parameters():
         p.grad = None
+
+
+def _step(module: nn.Module, x: Tensor, grad: Tensor) -> None:
+    _clear_grads(module, x)
     module(x).backward(grad)
 
 
@@ -182,19 +186,17 @@ def peak_bytes(module: nn.Module, x: Tensor, grad: Tensor) -> int:
     Activations, temporaries and the gradients themselves. CUDA: the caching allocator's peak.
     CPU (no allocator statistics): the peak of live tensor storages, tracked op by op.
     """
-    for p in module.parameters():
-        p.grad = None
-    x.grad = None
+    _clear_grads(module, x)  # before the baseline: an earlier step's gradients must not count, nor be freed mid-way
     if x.device.type == "cuda":
         torch.cuda.synchronize()
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
-        module(x).backward(grad)
+        _step(module, x, grad)
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - base
     tracker = _LiveStorages([*module.parameters(), *module.buffers(), x, grad])
     with tracker:
-        module(x).backward(grad)
+        _step(module, x, grad)
     return tracker.peak
 
 
