@@ -91,8 +91,8 @@ def _start_and_stop(runs: Path, sig: int, study: str, trials: int = 8, after: in
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
-    def trainings_started() -> int:
-        return len(started.read_text().splitlines()) if started.exists() else 0
+    def trainings_started() -> int:  # the two references (dense, BTT) are trained before the first trial
+        return len(started.read_text().splitlines()) - 2 if started.exists() else 0
 
     deadline = time.time() + 60
     while trainings_started() <= after and time.time() < deadline and proc.poll() is None:
