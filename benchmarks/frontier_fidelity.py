@@ -52,10 +52,22 @@ def cached_evaluate(cache: dict, path: Path, task: str):
         if key not in cache:
             r = _real_evaluate(spec, task_obj or task, budget=budget, seed=seed, width=width, device="cpu", **kw)
             cache[key] = {
-                "key": key, "task": task, "spec": spec.paper, "name": spec.name, "width": r.width,
-                "budget": float(budget), "seed": seed, "status": r.status, "final_loss": r.final_loss,
-                "train_flops": r.train_flops, "steps": r.steps, "wall_seconds": r.wall_seconds, "params": r.params,
-                "macs": r.macs, "reason": r.reason, "curve": [[p.train_flops, p.val_loss] for p in r.curve],
+                "key": key,
+                "task": task,
+                "spec": spec.paper,
+                "name": spec.name,
+                "width": r.width,
+                "budget": float(budget),
+                "seed": seed,
+                "status": r.status,
+                "final_loss": r.final_loss,
+                "train_flops": r.train_flops,
+                "steps": r.steps,
+                "wall_seconds": r.wall_seconds,
+                "params": r.params,
+                "macs": r.macs,
+                "reason": r.reason,
+                "curve": [[p.train_flops, p.val_loss] for p in r.curve],
             }
             with path.open("a") as f:
                 f.write(json.dumps(cache[key]) + "\n")
@@ -107,9 +119,16 @@ def main() -> None:
         for spec in specs:
             if name.startswith("frontier:"):
                 r = frontier_score(spec, args.task, args.budget, target_flops=args.target, ladder=LADDERS[arg])
-                row = {"score": r.score, "kind": r.score_kind, "prediction": r.prediction,
-                       "band": [r.prediction_low, r.prediction_high], "warnings": r.warnings,
-                       "widths": [g.width for g in r.rungs], "flops": r.train_flops, "seconds": r.wall_seconds}
+                row = {
+                    "score": r.score,
+                    "kind": r.score_kind,
+                    "prediction": r.prediction,
+                    "band": [r.prediction_low, r.prediction_high],
+                    "warnings": r.warnings,
+                    "widths": [g.width for g in r.rungs],
+                    "flops": r.train_flops,
+                    "seconds": r.wall_seconds,
+                }
             elif name.startswith("proxy@"):
                 r = evaluation.proxy(spec, args.task, args.budget, width=arg, horizon=args.target / args.budget)
                 row = {"score": r.score, "flops": r.train_flops, "seconds": r.wall_seconds}
@@ -125,13 +144,23 @@ def main() -> None:
         rho, p = spearmanr(scores, truth_scores)
         tau, _ = kendalltau(scores, truth_scores)
         summary[name] = {
-            "spearman": float(rho), "p": float(p), "kendall": float(tau),
+            "spearman": float(rho),
+            "p": float(p),
+            "kendall": float(tau),
             "flops_per_structure": float(np.mean([rows[s]["flops"] for s in specs])),
             "seconds_per_structure": float(np.mean([rows[s]["seconds"] for s in specs])),
             "fallbacks": sum(bool(rows[s].get("warnings")) for s in specs),
         }
-    doc = {"task": args.task, "target": args.target, "budget": args.budget, "widths": args.widths,
-           "truth": gt, "scores": table, "summary": summary, "seconds": time.perf_counter() - start}
+    doc = {
+        "task": args.task,
+        "target": args.target,
+        "budget": args.budget,
+        "widths": args.widths,
+        "truth": gt,
+        "scores": table,
+        "summary": summary,
+        "seconds": time.perf_counter() - start,
+    }
     out = Path(args.out)
     out.with_suffix(".json").write_text(json.dumps(doc, indent=1))
     write_markdown(doc, specs, out.with_suffix(".md"), args)
@@ -162,8 +191,11 @@ def write_markdown(doc: dict, specs: list[str], path: Path, args: argparse.Names
             f"| {name} | **{v['spearman']:.3f}** | {v['p']:.2g} | {v['kendall']:.3f} | {v['flops_per_structure']:.3g} "
             f"| {v['seconds_per_structure']:.1f} | {v['fallbacks']} |"
         )
-    lines += ["", "| structure | truth | best width | " + " | ".join(names) + " |",
-              "|---|---:|---:|" + "---:|" * len(names)]
+    lines += [
+        "",
+        "| structure | truth | best width | " + " | ".join(names) + " |",
+        "|---|---:|---:|" + "---:|" * len(names),
+    ]
     for s in specs:
         t = doc["truth"][s]
         cells = []
@@ -171,8 +203,12 @@ def write_markdown(doc: dict, specs: list[str], path: Path, args: argparse.Names
             v = doc["scores"][n][s]["score"]
             cells.append("-" if v is None else f"{v:.4f}")
         lines.append(f"| {s} | {t['loss']:.4f} | {t['width']} | " + " | ".join(cells) + " |")
-    lines += ["", f"Command: `python benchmarks/frontier_fidelity.py --target {doc['target']:g} --budget {doc['budget']:g}`",
-              "", "![fidelity](frontier_fidelity.png)"]
+    lines += [
+        "",
+        f"Command: `python benchmarks/frontier_fidelity.py --target {doc['target']:g} --budget {doc['budget']:g}`",
+        "",
+        "![fidelity](frontier_fidelity.png)",
+    ]
     path.write_text("\n".join(lines) + "\n")
 
 

@@ -92,13 +92,24 @@ def main() -> None:
         if key in load_cache(path):  # re-read: another shard may append meanwhile
             continue
         start = time.perf_counter()
-        row = {"key": key, "task": args.task, "spec": paper, "name": parse_spec(spec).name, "width": width,
-               "budget": args.target, "seed": seed, **run_one(args.task, spec, width, args.target, seed)}
+        row = {
+            "key": key,
+            "task": args.task,
+            "spec": paper,
+            "name": parse_spec(spec).name,
+            "width": width,
+            "budget": args.target,
+            "seed": seed,
+            **run_one(args.task, spec, width, args.target, seed),
+        }
         row["total_seconds"] = time.perf_counter() - start
         with path.open("a") as f:
             f.write(json.dumps(row) + "\n")
-        print(f"{spec:32s} w={width:5d} seed={seed} {row['status']:8s} loss={row['final_loss']} "
-              f"{row['total_seconds']:.0f}s", flush=True)
+        print(
+            f"{spec:32s} w={width:5d} seed={seed} {row['status']:8s} loss={row['final_loss']} "
+            f"{row['total_seconds']:.0f}s",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
