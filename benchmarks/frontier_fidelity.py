@@ -26,13 +26,12 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
+from frontier_truth import STRUCTURES, cache_key, load_cache
 from scipy.stats import kendalltau, spearmanr
 
 import structsearch.evaluation as evaluation
 from structsearch.frontier import Ladder, frontier_score
 from structsearch.spec import parse_spec
-
-from frontier_truth import STRUCTURES, cache_key, load_cache  # noqa: E402  (run from benchmarks/)
 
 LADDERS = {
     "iso-flop": Ladder(rule="iso-flop", fractions=(0.1, 0.3, 0.6), width_exponent=0.3),
@@ -126,6 +125,7 @@ def main() -> None:
                     "band": [r.prediction_low, r.prediction_high],
                     "warnings": r.warnings,
                     "widths": [g.width for g in r.rungs],
+                    "rungs": [[g.train_flops, g.final_loss] for g in r.rungs],
                     "flops": r.train_flops,
                     "seconds": r.wall_seconds,
                 }
@@ -170,7 +170,6 @@ def main() -> None:
 
 
 def write_markdown(doc: dict, specs: list[str], path: Path, args: argparse.Namespace) -> None:
-    import platform
 
     names = list(doc["summary"])
     lines = [
@@ -179,7 +178,8 @@ def write_markdown(doc: dict, specs: list[str], path: Path, args: argparse.Names
         f"Ground truth: each structure's frontier loss at {doc['target']:.3g} training FLOPs, the minimum over widths "
         f"{', '.join(map(str, doc['widths']))} (one run per width spending the whole target, seed 0). "
         f"Every scorer spends about {doc['budget']:.3g} FLOPs per structure "
-        f"(the target is {doc['target'] / doc['budget']:.0f}x that). Machine: {platform.processor() or platform.machine()}, "
+        f"(the target is {doc['target'] / doc['budget']:.0f}x that). "
+        f"Machine: {_cpu()}, 2 cores shared with other work, "
         f"{args.threads} thread(s) per run.",
         "",
         "| scorer | Spearman | p | Kendall | FLOPs / structure | train s / structure | fell back to measured |",
@@ -210,6 +210,15 @@ def write_markdown(doc: dict, specs: list[str], path: Path, args: argparse.Names
         "![fidelity](frontier_fidelity.png)",
     ]
     path.write_text("\n".join(lines) + "\n")
+
+
+def _cpu() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    import platform
+
+    return platform.machine()
 
 
 def plot(doc: dict, specs: list[str], path: Path) -> None:

@@ -37,6 +37,7 @@ STRUCTURES = [
     "(2/3|0|1/3|0|2/3|1/3|0)",  # low-rank BTT (paper grid)
     "(1/3|2/3|0|1/3|2/3|0|0)",  # Kronecker variant (paper grid)
     "(11/12|1/12|0|1/2|1/12|5/12|0)",  # random canonical point, near dense
+    "(1/2|0|1/2|1/4|1/3|5/12|1/4)",  # the demo's exported best before frontier scoring (nu 0.92)
 ]
 
 

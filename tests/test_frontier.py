@@ -223,3 +223,42 @@ def test_ladder_rejects_bad_shares():
         Ladder(fractions=(0.6, 0.3))
     with pytest.raises(ValueError, match="summing to at most 1"):
         Ladder(fractions=(0.5, 0.7))
+
+
+def test_search_confirms_the_best_and_report_and_export_say_what_the_scores_are(tmp_path, monkeypatch):
+    from structsearch.exporting import export
+    from structsearch.reporting import report
+
+    class PerSeed(Synthetic):  # BTT-like structures 10% better than dense; each seed shifts the loss a little
+        def __call__(self, spec, *args, seed=0, **kw):
+            self.scale[spec.paper] = (0.9 if spec.theta[2] > 0 else 1.0) * (1 + 0.01 * seed)
+            return super().__call__(spec, *args, seed=seed, **kw)
+
+    monkeypatch.setattr(evaluation, "evaluate", PerSeed())
+    result = search(
+        "btt",
+        task="mlp-regression",
+        budget=1e9,
+        trials=3,
+        width=64,
+        runs_dir=tmp_path,
+        study="c",
+        pruner="none",
+        progress=False,
+        confirm_top=2,
+    )
+    conf = result.confirmation
+    assert [r["label"] for r in conf["structures"]][:2] == ["best", "top 2"]
+    assert {r["spec"] for r in conf["structures"] if r["role"] == "reference"} == {"(1|0|0|1|0|0|0)"}
+    assert all(len(r["losses"]) == 3 and r["ci_low"] <= r["mean"] <= r["ci_high"] for r in conf["structures"])
+    verdicts = {c["reference"]: c["verdict"] for c in conf["comparisons"]}
+    assert verdicts["dense"] == "better" and conf["compute"] == 1e9
+    rep = report("c", runs_dir=tmp_path)
+    assert rep.score_label.startswith("predicted mse at 3e+10 FLOPs")
+    assert list(rep.references) == ["dense", "btt"] and rep.confirmation == conf
+    assert (tmp_path / "c" / "frontiers.png").stat().st_size > 0
+    doc = export("c", top=2, runs_dir=tmp_path)
+    best = doc["specs"][0]
+    assert best["score"]["label"].startswith("predicted mse at 3e+10 FLOPs") and best["score"]["kind"] == "predicted"
+    assert best["confirmation"]["comparisons"][0]["verdict"] in ("better", "same structure")
+    assert doc["references"]["dense"]["loss"] > best["score"]["loss"]

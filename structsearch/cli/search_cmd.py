@@ -135,6 +135,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="FLOPS",
         help="training FLOPs of each confirmation run (default: --budget; up to --target-flops if affordable)",
     )
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="torch CPU threads per training (default torch's; 1 is often fastest for small models)",
+    )
     parser.add_argument("--runs-dir", default=None, metavar="DIR", help="where runs/<study>/ lives (default runs)")
     parser.add_argument("--no-progress", action="store_true", help="no progress display on stderr")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -167,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
         confirm_top=args.confirm_top,
         confirm_seeds=tuple(range(args.confirm_seeds)),
         confirm_flops=args.confirm_flops,
+        threads=args.threads,
         max_trainings=args.max_trainings,
         progress=not args.no_progress,
         runs_dir=args.runs_dir,

@@ -322,6 +322,7 @@ def search(
     confirm_top: int = 3,
     confirm_seeds: Sequence[int] = (0, 1, 2),
     confirm_flops: float | None = None,
+    threads: int | None = None,
     max_trainings: int | None = None,
     progress: bool = True,
     runs_dir: str | Path | None = None,
@@ -336,6 +337,7 @@ def search(
     ``"proxy"`` / ``"final"`` score at one width (the search ``width``, which is otherwise the
     width the taxonomy analyses candidates at); ``"toy"``, a callable or ``"module:function"``
     replaces the scorer. ``references`` scores dense and BTT the same way, once per study.
+    ``threads`` sets torch's CPU threads of the built-in trainers.
 
     Runs until the study holds ``trials`` finished trials (COMPLETE or PRUNED; analytically
     settled ones included), or ``max_trainings`` trained ones; then, with ``confirm``, re-trains
@@ -350,7 +352,7 @@ def search(
     pareto = objective == "pareto"
     sampler = sampler or ("nsga2" if pareto else "tpe")
     _check_arguments(objective, sampler, trials, max_trainings, budget, width, seed, confirm_top, confirm_seeds)
-    fn, evaluator_name = resolve_evaluator(evaluate_fn, target_flops=target_flops)
+    fn, evaluator_name = resolve_evaluator(evaluate_fn, target_flops=target_flops, threads=threads)
     default_budget, default_width = _task_defaults(task, strict=evaluate_fn is None or evaluate_fn in TRAINERS)
     budget = float(budget) if budget is not None else default_budget
     width = width or default_width or 64
@@ -399,7 +401,9 @@ def search(
     new = _run_trials(study_obj, scorer, label, trials, max_trainings, progress, callbacks)
     trains = evaluate_fn is None or evaluate_fn in TRAINERS  # the confirmation trains on the task itself
     if confirm and trains and not pareto and count_done(study_obj) >= trials:
-        confirm_study(study_obj, task=task, compute=confirm_flops or budget, seeds=confirm_seeds, top=confirm_top)
+        confirm_study(
+            study_obj, task=task, compute=confirm_flops or budget, seeds=confirm_seeds, top=confirm_top, threads=threads
+        )
 
     trials_all = study_obj.get_trials(deepcopy=False, states=DONE_STATES)
     statuses = Counter(str(t.user_attrs.get("status", "?")) for t in trials_all)

@@ -50,7 +50,7 @@ class FrontierScorer:
 
 
 def resolve_evaluator(
-    evaluator: str | EvaluateFn | None, *, target_flops: float | None = None
+    evaluator: str | EvaluateFn | None, *, target_flops: float | None = None, threads: int | None = None
 ) -> tuple[EvaluateFn, str]:
     """The scoring function and its recorded name.
 
@@ -58,20 +58,22 @@ def resolve_evaluator(
     default 30 x the budget); ``"proxy"``: two runs at the search width, loss extrapolated to
     10 x the budget; ``"final"``: one run's final validation loss; ``"toy"``: analytic, no
     training; ``"module:function"`` or a callable. A scorer's result is ranked by ``score``
-    where it has one, else ``final_loss``.
+    where it has one, else ``final_loss``. ``threads`` sets torch's CPU threads of the
+    built-in trainers (1 is often several times faster for small models on a shared machine).
     """
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise TaskError(f"threads: expected a positive integer, got {threads!r}")
     if evaluator is None or evaluator == "frontier":
-        return FrontierScorer(target_flops), "structsearch.frontier:frontier_score"
+        return FrontierScorer(target_flops, threads=threads), "structsearch.frontier:frontier_score"
     if target_flops is not None:
         raise TaskError("target_flops: only the frontier evaluator predicts at a target compute")
-    if evaluator == "proxy":
-        from structsearch.evaluation import proxy
+    if evaluator in ("proxy", "final"):
+        from functools import partial
 
-        return proxy, "structsearch.evaluation:proxy"
-    if evaluator == "final":
-        from structsearch.evaluation import evaluate
+        from structsearch.evaluation import evaluate, proxy
 
-        return evaluate, "structsearch.evaluation:evaluate"
+        fn = proxy if evaluator == "proxy" else evaluate
+        return (partial(fn, threads=threads) if threads else fn), f"structsearch.evaluation:{fn.__name__}"
     if callable(evaluator):
         return evaluator, f"{getattr(evaluator, '__module__', '?')}:{getattr(evaluator, '__qualname__', '?')}"
     text = str(evaluator)
