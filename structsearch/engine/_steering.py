@@ -279,8 +279,8 @@ class TaxonomySampler(BaseSampler):
             tried.add(i)
             if t.state == TrialState.COMPLETE and t.values and t.user_attrs.get("status") == "evaluated":
                 observed[i] = float(t.values[0])
-            elif t.state == TrialState.PRUNED and t.user_attrs.get("status") == "diverged":
-                observed[i] = None
+            elif t.state == TrialState.PRUNED and t.user_attrs.get("status") in ("diverged", "pruned"):
+                observed[i] = None  # a pruned ladder lost to the others at a cheap rung: scored as the worst
         untried = np.array([i for i in range(len(self._pool)) if i not in tried], dtype=int)
         if not len(untried):
             return None
