@@ -9,7 +9,15 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from structsearch.errors import SizeError, SpaceError, SpecError, StructSearchError, StudyError, TaskError
+from structsearch.errors import (
+    SizeError,
+    SpaceError,
+    SpecError,
+    StructSearchError,
+    StudyError,
+    SurgeryError,
+    TaskError,
+)
 from structsearch.sizes import ClassSizes, class_sizes
 from structsearch.spec import Spec, known_name, named_structures, parse_spec
 
@@ -44,6 +52,7 @@ __all__ = [
     "SpecError",
     "StructSearchError",
     "StudyError",
+    "SurgeryError",
     "TaskError",
     "__version__",
     "class_sizes",
