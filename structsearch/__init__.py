@@ -1,7 +1,7 @@
 """structsearch: search the space of einsum-structured linear layers.
 
 Importing the package is cheap and torch-free; the torch-backed names
-(``EinsumLinear``, ``structurize``, ``evaluate``, ...) load on first use.
+(``EinsumLinear``, ``structurize``, ``optimizer``, ``evaluate``, ...) load on first use.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ _LAZY = {
     "param_groups": "structsearch.layers",
     "project_dense": "structsearch.layers",
     "structurize": "structsearch.layers",
+    "optimizer": "structsearch.training",
     "evaluate": "structsearch.evaluation",
     "proxy": "structsearch.evaluation",
     "scale": "structsearch.scaling",
