@@ -12,6 +12,7 @@ __all__ = [
     "SpecError",
     "StructSearchError",
     "StudyError",
+    "SurgeryError",
     "TaskError",
 ]
 
@@ -34,6 +35,10 @@ class TaskError(StructSearchError, ValueError):
 
 class SpaceError(StructSearchError, ValueError):
     """A search-space file is malformed."""
+
+
+class SurgeryError(StructSearchError, ValueError):
+    """``structurize`` was asked for layers the model does not have (nothing to replace)."""
 
 
 class StudyError(StructSearchError):
