@@ -17,6 +17,7 @@ from torch import nn
 from structsearch.errors import SizeError, SpecError
 from structsearch.layers._einsum_linear import EinsumLinear, SpecLike, load_spec
 from structsearch.layers._init import init_linear_
+from structsearch.layers._moe import make_layer
 from structsearch.layers._project import project_dense
 from structsearch.sizes import MAX_PADDING
 
@@ -167,7 +168,7 @@ def structurize(
     for name, linear in targets:
         before = linear.in_features * linear.out_features
         try:
-            layer = EinsumLinear(
+            layer = make_layer(
                 parsed,
                 linear.in_features,
                 linear.out_features,
@@ -224,6 +225,6 @@ def linear_factory(spec: SpecLike, **kwargs: Any) -> Callable[..., nn.Module]:
         return dense
 
     def structured(d_in: int, d_out: int, bias: bool = True) -> nn.Module:
-        return EinsumLinear(parsed, d_in, d_out, bias=bias, **kwargs)
+        return make_layer(parsed, d_in, d_out, bias=bias, **kwargs)
 
     return structured
