@@ -406,7 +406,7 @@ def _routed(one: Taxonomy, spec: Spec) -> Taxonomy:
         params=params,
         macs=macs,
         rank_bound=bound,
-        rank_bound_reason=f"per token: a sum of k = {k} terms, each of rank <= {one.rank_bound:,} ({one.rank_bound_reason})",
+        rank_bound_reason=f"per token: a sum of k = {k} terms of rank <= {one.rank_bound:,} ({one.rank_bound_reason})",
         moe=counts,
     )
 

@@ -238,17 +238,15 @@ class BTTMoE(nn.Module):
         if self.padded_in != self.d_in:
             x = F.pad(x, (0, self.padded_in - self.d_in))  # (n, padded_in)
         order, counts = dispatch(experts, self.experts)  # (n*k,), E counts
-        tokens = order // self.k  # (n*k,): the token of each sorted assignment
-        gates = weights.reshape(-1)[order]  # (n*k,)
-        y = x.new_zeros(n, self.padded_out)  # (n, padded_out)
-        start = 0
-        for e, count in enumerate(counts):
-            if count == 0:
-                continue
-            idx = tokens[start : start + count]  # (count,)
-            term = btt_contract(x[idx], core_a[e], core_b[e], None, self.dims)  # (count, padded_out)
-            y.index_add_(0, idx, term * gates[start : start + count, None])
-            start += count
+        tokens = order // self.k  # (n*k,): the token of each assignment, grouped by expert
+        gates = weights.reshape(-1)[order, None]  # (n*k, 1)
+        chunks = x[tokens].split(counts)  # E views of (count_e, padded_in): one gather, one scatter back
+        terms = [
+            btt_contract(chunk, a, b, None, self.dims)  # (count_e, padded_out): two batched GEMMs
+            for chunk, a, b in zip(chunks, core_a.unbind(0), core_b.unbind(0), strict=True)
+            if chunk.shape[0]
+        ]
+        y = x.new_zeros(n, self.padded_out).index_add_(0, tokens, torch.cat(terms) * gates)  # (n, padded_out)
         if self.padded_out != self.d_out:
             y = y[:, : self.d_out]  # (n, d_out)
         return y + bias if bias is not None else y

@@ -90,19 +90,18 @@ class MoEFFN(nn.Module):
         x = x.reshape(-1, self.d_in)  # (n, d_in)
         weights, experts = self.router(x)  # (n, k), (n, k)
         order, counts = dispatch(experts, self.experts)
-        tokens = order // self.k  # (n*k,)
-        gates = weights.reshape(-1)[order]  # (n*k,)
+        tokens = order // self.k  # (n*k,): the token of each assignment, grouped by expert
+        gates = weights.reshape(-1)[order, None]  # (n*k, 1)
         act = ACTIVATIONS[self.activation]
-        y = x.new_zeros(x.shape[0], self.d_out)  # (n, d_out)
-        start = 0
-        for e, count in enumerate(counts):
-            if count == 0:
-                continue
-            idx = tokens[start : start + count]  # (count,)
-            h = act(torch.addmm(self.b1[e], x[idx], self.w1[e]))  # (count, hidden)
-            out = torch.addmm(self.b2[e], h, self.w2[e])  # (count, d_out)
-            y.index_add_(0, idx, out * gates[start : start + count, None])
-            start += count
+        outs = [
+            torch.addmm(b2, act(torch.addmm(b1, chunk, w1)), w2)  # (count_e, hidden) -> (count_e, d_out)
+            for chunk, w1, b1, w2, b2 in zip(
+                x[tokens].split(counts), self.w1.unbind(0), self.b1.unbind(0), self.w2.unbind(0), self.b2.unbind(0),
+                strict=True,
+            )
+            if chunk.shape[0]
+        ]
+        y = x.new_zeros(x.shape[0], self.d_out).index_add_(0, tokens, torch.cat(outs) * gates)  # (n, d_out)
         return y.reshape(*batch, self.d_out)
 
     def extra_repr(self) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 from torch import nn
 
 from structsearch.errors import SizeError, SpecError
-from structsearch.layers._einsum_linear import EinsumLinear, SpecLike, load_spec
+from structsearch.layers._einsum_linear import SpecLike, load_spec
 from structsearch.layers._init import init_linear_
 from structsearch.layers._moe import make_layer
 from structsearch.layers._project import project_dense
