@@ -32,9 +32,9 @@ import torch
 from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_layers import machine  # noqa: E402
+from bench_layers import machine
 
-from structsearch.layers import BTTMoE, EinsumLinear  # noqa: E402
+from structsearch.layers import BTTMoE, EinsumLinear
 
 EXPERTS, K = 8, 2
 TARGET_VS_RANK1 = 1.5
@@ -65,9 +65,11 @@ def bench(d: int, batch: int, reps: int) -> dict[str, dict[str, float]]:
         "btt r=1": (EinsumLinear("btt", d, d), batch),
         "btt r=8": (rank8, batch),
         f"btt-moe E={EXPERTS} k={K}": (moe, batch),
-        f"btt r=1 on k*n": (EinsumLinear("btt", d, d), K * batch),
+        "btt r=1 on k*n": (EinsumLinear("btt", d, d), K * batch),
     }
-    inputs = {n: (torch.randn(rows, d, requires_grad=True), torch.randn(rows, d)) for n, (_, rows) in contenders.items()}
+    inputs = {
+        n: (torch.randn(rows, d, requires_grad=True), torch.randn(rows, d)) for n, (_, rows) in contenders.items()
+    }
     for name, (module, _) in contenders.items():  # warm-up
         for _ in range(2):
             _step(module, *inputs[name])
@@ -108,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Machine: {machine()}. Run {started}, batch {args.batch} tokens, float32, 1 torch thread, "
         f"median of {reps} interleaved rounds. The machine is shared with other jobs, so wall times are noisy; "
         "the CPU-time column (this thread's `time.thread_time`) is what the targets are judged on.",
-        f"Command: `python benchmarks/bench_moe_layers.py{' ' + ' '.join(argv or sys.argv[1:]) if (argv or sys.argv[1:]) else ''}`",
+        f"Command: `python benchmarks/bench_moe_layers.py {' '.join(sys.argv[1:] if argv is None else argv)}`",
         "",
         "| d | layer | MACs/token | CPU us/token | wall us/token | x btt r=1 (CPU) | x btt r=8 (CPU) |",
         "|---:|---|---:|---:|---:|---:|---:|",
@@ -120,9 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         for name, row in res.items():
             if name.startswith("_"):
                 continue
+            cpu = row["cpu_us_per_token"]
             lines.append(
-                f"| {d} | {name} | {row['macs_per_token']:,.0f} | {row['cpu_us_per_token']:.2f} | "
-                f"{row['wall_us_per_token']:.2f} | {row['cpu_us_per_token'] / r1:.2f} | {row['cpu_us_per_token'] / r8:.2f} |"
+                f"| {d} | {name} | {row['macs_per_token']:,.0f} | {cpu:.2f} | "
+                f"{row['wall_us_per_token']:.2f} | {cpu / r1:.2f} | {cpu / r8:.2f} |"
             )
         moe = res[f"btt-moe E={EXPERTS} k={K}"]["cpu_us_per_token"]
         experts = res["btt r=1 on k*n"]["cpu_us_per_token"]

@@ -222,9 +222,7 @@ def write_table(summary: dict[str, Any], out: Path, threads: int, wall: float) -
                     measured = "not reached"
                 mults.append(f"{measured} / {_fmt(m['fit'])}")
             seeds = row["smallest_budget_losses"]
-            spread = (
-                f"{statistics.mean(seeds):.4g} ± {statistics.stdev(seeds):.2g}" if len(seeds) >= 2 else _fmt(None)
-            )
+            spread = f"{statistics.mean(seeds):.4g} ± {statistics.stdev(seeds):.2g}" if len(seeds) >= 2 else _fmt(None)
             lines.append(
                 f"| {label} | {frontier} | {_fmt(best, '.4g')} | {_fmt(b, '.3f')} | {mults[0]} | {mults[1]} "
                 f"| {spread} | {row['train_seconds']:.0f} |"
@@ -245,8 +243,9 @@ def plot(summary: dict[str, Any], cache: dict[str, dict[str, Any]], path: Path) 
     for ax, task in zip(axes[0], tasks, strict=True):
         for label, row in summary["tasks"][task]["models"].items():
             pts = [e for e in cache.values() if e["task"] == task and e["model"] == label and e["final_loss"]]
-            ax.scatter([e["train_flops"] for e in pts], [e["final_loss"] for e in pts], s=10, alpha=0.3,
-                       color=colors[label])
+            ax.scatter(
+                [e["train_flops"] for e in pts], [e["final_loss"] for e in pts], s=10, alpha=0.3, color=colors[label]
+            )
             if row["frontier"]:
                 cs, ls = zip(*row["frontier"], strict=True)
                 ax.plot(cs, ls, "-o", color=colors[label], label=label, ms=4)

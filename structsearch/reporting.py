@@ -34,6 +34,7 @@ _ROW_KEYS = (
     "reason",
     "duplicate_of",
     "canonicalised_from",
+    "moe",
 )
 
 

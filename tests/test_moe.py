@@ -227,7 +227,9 @@ def test_aux_loss_and_router_stats():
     assert aux_loss(layer) == 0.0  # no auxiliary loss outside training
 
 
-@pytest.mark.parametrize(("spec", "task"), [("btt-moe:experts=4,k=2", "mlp-regression"), ("dense", "mlp-regression-moe")])
+@pytest.mark.parametrize(
+    ("spec", "task"), [("btt-moe:experts=4,k=2", "mlp-regression"), ("dense", "mlp-regression-moe")]
+)
 def test_evaluate_trains_routed_models(spec, task):
     r = evaluate(spec, task, budget=2e8, width=32, threads=1, eval_points=1, task_options={"val_size": 256})
     assert r.status == "ok" and r.steps > 1

@@ -96,7 +96,11 @@ class MoEFFN(nn.Module):
         outs = [
             torch.addmm(b2, act(torch.addmm(b1, chunk, w1)), w2)  # (count_e, hidden) -> (count_e, d_out)
             for chunk, w1, b1, w2, b2 in zip(
-                x[tokens].split(counts), self.w1.unbind(0), self.b1.unbind(0), self.w2.unbind(0), self.b2.unbind(0),
+                x[tokens].split(counts),
+                self.w1.unbind(0),
+                self.b1.unbind(0),
+                self.w2.unbind(0),
+                self.b2.unbind(0),
                 strict=True,
             )
             if chunk.shape[0]
