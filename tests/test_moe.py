@@ -262,3 +262,20 @@ def test_cli_taxonomy_on_the_name():
     bad = _cli("taxonomy", "btt-moe:experts=8,k=9")
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
     assert "k must be between 1 and experts=8" in bad.stderr
+
+
+def test_search_and_export_handle_a_routed_space(tmp_path):
+    from structsearch.engine import search
+    from structsearch.engine._space import load_space, space_from_mapping
+    from structsearch.errors import SpaceError
+    from structsearch.exporting import export
+
+    assert load_space("btt-moe").moe.label == "experts=8,k=2"
+    assert "moe" not in load_space("btt").model_dump(mode="json")  # unrouted spaces dump as before
+    with pytest.raises(SpaceError, match="routed space needs zero"):
+        space_from_mapping({"name": "x", "zero": ["beta"], "rho": [0, 0], "moe": {"experts": 4, "k": 1}})
+    search("btt-moe", "mlp-regression", trials=4, evaluate_fn="toy", runs_dir=tmp_path, progress=False, study="m")
+    doc = export("m", top=1, runs_dir=tmp_path, path=tmp_path / "best.json")
+    assert doc["specs"][0]["theta"]["moe"] == {"experts": 8, "k": 2}
+    layer = EinsumLinear.from_spec(tmp_path / "best.json", 64, 64)
+    assert isinstance(layer, BTTMoE) and (layer.experts, layer.k) == (8, 2)
