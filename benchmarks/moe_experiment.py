@@ -197,7 +197,8 @@ def write_table(summary: dict[str, Any], out: Path, threads: int, wall: float) -
         "budget (seed 0), then Pareto. Multiplier = C_ref(L*) / C_model(L*) at L* = the reference's best frontier "
         "loss (above 1: the model needs less compute than the reference); '>=' marks a lower bound (the model's "
         "cheapest run already beats L*); 'not reached': its measured frontier never gets down to L*. Wall seconds "
-        "include validation and FLOP counting, on a machine shared with other jobs.",
+        "include validation and FLOP counting, on a machine shared with other jobs. Every model trains with its "
+        "task's learning rate (tuned for dense) and the evaluator's schedule; none was tuned per model.",
         "",
     ]
     for task, block in summary["tasks"].items():
