@@ -19,8 +19,9 @@ from torch import nn
 
 from structsearch.errors import SizeError, SpecError, SurgeryError
 from structsearch.layers._dense import REPLACEABLE, DenseLayer, dense_layer
-from structsearch.layers._einsum_linear import EinsumLinear, SpecLike, load_spec
+from structsearch.layers._einsum_linear import SpecLike, load_spec
 from structsearch.layers._init import init_linear_
+from structsearch.layers._moe import make_layer
 from structsearch.layers._project import project_dense
 from structsearch.sizes import MAX_PADDING
 
@@ -211,7 +212,7 @@ def structurize(
             summary.layers.append(replace(change, skipped=note))
             continue
         try:
-            layer = EinsumLinear(
+            layer = make_layer(
                 parsed,
                 dense.d_in,
                 dense.d_out,
@@ -269,6 +270,6 @@ def linear_factory(spec: SpecLike, **kwargs: Any) -> Callable[..., nn.Module]:
         return dense
 
     def structured(d_in: int, d_out: int, bias: bool = True) -> nn.Module:
-        return EinsumLinear(parsed, d_in, d_out, bias=bias, **kwargs)
+        return make_layer(parsed, d_in, d_out, bias=bias, **kwargs)
 
     return structured
