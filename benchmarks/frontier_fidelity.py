@@ -31,7 +31,7 @@ from scipy.stats import kendalltau, spearmanr
 
 import structsearch.evaluation as evaluation
 from structsearch.evaluation import extrapolate_loss
-from structsearch.frontier import Ladder, frontier_score
+from structsearch.frontier import DEFAULT_LADDER, Ladder, frontier_score
 from structsearch.spec import parse_spec
 
 LADDERS = {
@@ -39,7 +39,11 @@ LADDERS = {
     "fixed": Ladder(rule="fixed", fractions=(0.1, 0.3, 0.6), width_exponent=0.3),
     "iso-flop-2": Ladder(rule="iso-flop", fractions=(0.25, 0.75), width_exponent=0.3),
     "iso-flop-wide": Ladder(rule="iso-flop", fractions=(0.1, 0.3, 0.6), width_exponent=0.15),
+    "iso-flop-2-narrow": Ladder(rule="iso-flop", fractions=(0.25, 0.75), width_exponent=0.45),
+    "iso-flop-3-narrow": Ladder(rule="iso-flop", fractions=(0.2, 0.3, 0.5), width_exponent=0.45),
 }
+# the ladder structsearch.frontier.DEFAULT_LADDER is, chosen by this benchmark
+DEFAULT_LADDER_NAME = next(k for k, v in LADDERS.items() if v == DEFAULT_LADDER)
 _real_evaluate = evaluation.evaluate
 
 

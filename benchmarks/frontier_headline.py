@@ -146,7 +146,8 @@ def main() -> None:
     out = Path(args.out)
     doc = json.loads(out.read_text()) if out.exists() else {}
     if args.phase in ("search", "all"):
-        doc["handpicked"] = score_handpicked(args)
+        if args.phase == "all" or "handpicked" not in doc:
+            doc["handpicked"] = score_handpicked(args)
         compute = sum(v["flops"] for v in doc["handpicked"].values())
         doc["handpicked_flops"] = compute
         doc["search"] = run_search(args, compute)

@@ -20,30 +20,29 @@ from pathlib import Path
 
 import numpy as np
 import optuna
+from frontier_fidelity import DEFAULT_LADDER_NAME, LADDERS
 
 from structsearch.engine import PRUNERS, make_pruner
-from structsearch.frontier import Ladder
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def load_candidates(paths: list[Path]) -> list[dict]:
+def load_candidates(paths: list[Path], scorer: str, n_rungs: int) -> list[dict]:
     out = {}
     for path in paths:
         if not path.exists():
             continue
         doc = json.loads(path.read_text())
-        rows = doc.get("scores", {}).get("frontier:iso-flop", {}) | doc.get("handpicked", {})
+        rows = doc.get("scores", {}).get(scorer, {}) | doc.get("handpicked", {})
         for spec, row in rows.items():
             rungs = row.get("rungs") or []
-            if row.get("score") is not None and len(rungs) == 3 and all(v is not None for _, v in rungs):
+            if row.get("score") is not None and len(rungs) == n_rungs and all(v is not None for _, v in rungs):
                 out[spec] = {"score": row["score"], "losses": [v for _, v in rungs], "flops": [c for c, _ in rungs]}
     return [{"spec": k, **v} for k, v in out.items()]
 
 
-def replay(candidates: list[dict], pruner: str, order: np.ndarray) -> tuple[float, list[dict]]:
+def replay(candidates: list[dict], pruner: str, order: np.ndarray, steps: list[int]) -> tuple[float, list[dict]]:
     study = optuna.create_study(pruner=make_pruner(pruner))
-    steps = Ladder().progress_steps()
     spent, survivors = 0.0, []
     for i in order:
         c = candidates[i]
@@ -72,8 +71,11 @@ def main() -> None:
         default=["benchmarks/results/frontier_fidelity.json", "benchmarks/results/frontier_headline.json"],
     )
     parser.add_argument("--out", default="benchmarks/results/pruners")
+    parser.add_argument("--scorer", default="frontier:" + DEFAULT_LADDER_NAME, help="whose ladders to replay")
     args = parser.parse_args()
-    candidates = load_candidates([Path(p) for p in args.inputs])
+    ladder = LADDERS[args.scorer.split(":", 1)[1]]
+    steps = ladder.progress_steps()
+    candidates = load_candidates([Path(p) for p in args.inputs], args.scorer, len(steps))
     full = sum(sum(c["flops"]) for c in candidates)
     best = min(c["score"] for c in candidates)
     rng = np.random.default_rng(0)
@@ -82,7 +84,7 @@ def main() -> None:
     for pruner in PRUNERS:
         spent, kept, regret = [], 0, []
         for order in orders:
-            cost, survivors = replay(candidates, pruner, order)
+            cost, survivors = replay(candidates, pruner, order, steps)
             spent.append(cost / full)
             top = min(c["score"] for c in survivors)
             kept += top == best
@@ -101,7 +103,8 @@ def main() -> None:
     lines = [
         "# Pruners over the frontier ladder, replayed on measured ladders",
         "",
-        f"{len(candidates)} measured candidates (mlp-regression, 3 rungs each), {args.orders} random arrival orders; "
+        f"{len(candidates)} measured candidates (mlp-regression, {args.scorer}: rungs reported at steps {steps}), "
+        f"{args.orders} random arrival orders; "
         "machine-independent (a replay of recorded losses). "
         f"Python {platform.python_version()}, optuna {optuna.__version__}.",
         "",
