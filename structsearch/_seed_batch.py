@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from structsearch.evaluation import EvalResult, _build, _layers_api, _optimizer, _result, _Setup
+from structsearch.layers._fast_paths import has_unit_contraction
 from structsearch.spec import Spec
 
 __all__ = ["train_seeds"]
@@ -159,7 +160,7 @@ def train_seeds(
     for _, made in built:  # after counting: the fast paths are autograd Functions vmap cannot batch
         for layer in made:
             if getattr(layer, "path", None) in ("btt", "kronecker"):
-                layer.path = "general"
+                layer.path = "broadcast" if has_unit_contraction(layer.dims) else "general"
     models = [model.train() for model, _ in built]
     stepper = _SeedStepper(task_obj, models, seeds, setup, lr, dev)
     probe_streams = [task_obj.train_batches(torch.Generator().manual_seed(s + 7919), dev) for s in seeds]
