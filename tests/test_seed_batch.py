@@ -152,3 +152,27 @@ def test_broadcast_path_equals_general_path_forward_and_backward(spec):
         outs[path] = (y.detach(), xp.grad, *(p.grad for p in layer.parameters()))
     for a, b in zip(outs["broadcast"], outs["general"], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_cli_evaluate_seeds_json(capsys):
+    from structsearch.cli import main
+
+    plugin = "structsearch.tasks.example_plugin:make_task"
+    assert (
+        main(["evaluate", "btt", "--task", plugin, "--option", "dim=8", "--steps", "3", "--seeds", "0", "1", "--json"])
+        == 0
+    )
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["seeds"] == [0, 1] and len(payload["runs"]) == 2 and payload["batched"] is True
+    assert main(["evaluate", "btt", "--task", plugin, "--budget", "4e7", "--proxy", "--seeds", "0", "1"]) == 0
+    assert "mean" in capsys.readouterr().out
+
+
+def test_search_has_threads(tmp_path):
+    from structsearch.cli import main
+
+    before = torch.get_num_threads()
+    args = ["search", "--space", "btt", "--evaluator", "toy", "--trials", "2", "--threads", "1", "--no-progress"]
+    assert main([*args, "--runs-dir", str(tmp_path), "--json"]) == 0
+    assert torch.get_num_threads() == 1
+    torch.set_num_threads(before)

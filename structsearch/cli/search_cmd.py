@@ -91,6 +91,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="how a candidate is scored: 'proxy' (default: two runs, loss extrapolated to 10x the budget), "
         "'final' (one run's final loss), 'toy' (analytic, no training) or a function like evaluate",
     )
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="torch CPU threads of this worker (default: torch's); on a 2-core machine run two workers with "
+        "--threads 1 on the same study (docs/evaluation.md 7)",
+    )
     parser.add_argument("--runs-dir", default=None, metavar="DIR", help="where runs/<study>/ lives (default runs)")
     parser.add_argument("--no-progress", action="store_true", help="no progress display on stderr")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -103,6 +110,10 @@ def run(args: argparse.Namespace) -> int:
     from structsearch.engine import search
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if args.threads is not None:  # the evaluator trains in this process, with torch's current threads
+        import torch
+
+        torch.set_num_threads(args.threads)
     result = search(
         args.space,
         task=args.task,
