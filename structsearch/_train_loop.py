@@ -34,7 +34,8 @@ class Stepper(Protocol):
     ``batch()`` makes the next training batch (timed as data); ``step(batch)`` runs forward,
     backward and the optimiser for every seed and returns the detached losses (shape ``()`` or
     ``(n,)``) without reading them; ``validate()`` returns each seed's validation score (None
-    if not finite); ``sync()`` waits for the device (CUDA) so the step's time is measured.
+    if not finite); ``sync()`` waits for the device (CUDA) at each read, so the time is measured
+    without a synchronisation per step.
     """
 
     n: int
@@ -137,22 +138,24 @@ def run_loop(
 
     try:
         validate(0)
+        segment = time.perf_counter()  # training time is taken per segment between reads (one device sync each)
         for step in range(1, planned + 1):
             t0 = time.perf_counter()
             batch = stepper.batch()
             times.data += time.perf_counter() - t0
             pending.append(stepper.step(batch))
-            stepper.sync()
-            times.train += time.perf_counter() - t0
             if progress is not None:
                 progress(step, planned)
             if step in marks or step % read_every == 0 or step == planned:
+                stepper.sync()
+                times.train += time.perf_counter() - segment
                 _read(pending, first_step, traces, explode_factor)
                 pending, first_step = [], step + 1
                 if step in marks and any(t.status == "ok" for t in traces):
                     validate(step)
                 if not any(t.status == "ok" for t in traces):
                     break
+                segment = time.perf_counter()
     except (RuntimeError, MemoryError, FloatingPointError) as err:  # OOM, numerical or backend errors
         with contextlib.suppress(RuntimeError, MemoryError):
             _read(pending, first_step, traces, explode_factor)
