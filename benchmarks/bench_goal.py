@@ -104,6 +104,7 @@ def main() -> None:
     parser.add_argument("--old", required=True, help="checkout of the old code (a git worktree of main)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default="benchmarks/results/goal_throughput")
+    parser.add_argument("--variants", nargs="+", default=["old", "new", "new-seeds"])
     args = parser.parse_args()
     specs = NAMED + [random_canonical(seed) for seed in range(5)]
     variants = [
@@ -111,12 +112,17 @@ def main() -> None:
         ("new", HERE, 2, 1, []),
         ("new-seeds", HERE, 2, 1, [0, 1, 2, 3]),
     ]
+    variants = [v for v in variants if v[0] in args.variants]
     results: dict[str, list[dict]] = {v[0]: [] for v in variants}
     for rep in range(args.repeats):
         for name, root, procs, threads, seeds in variants:
             res = run_variant(name, root, specs, procs, threads, seeds)
             results[name].append(res)
             print(f"repeat {rep + 1} {name}: {res['wall']:.1f} s", flush=True)
+            write(args, specs, [v for v in variants if results[v[0]]], results)  # what is done so far
+
+
+def write(args: argparse.Namespace, specs: list[str], variants: list[tuple], results: dict[str, list[dict]]) -> None:
     cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
     cpu = next((ln.split(":", 1)[1].strip() for ln in cpuinfo if ln.startswith("model name")), "?")
     lines = [
@@ -124,7 +130,8 @@ def main() -> None:
         "",
         f"Machine: {cpu}, {os.cpu_count()} cores, shared with other jobs (load average "
         f"{os.getloadavg()[0]:.1f} at the end); Python {platform.python_version()}. "
-        f"Command: `python benchmarks/bench_goal.py --old {args.old} --repeats {args.repeats}`. "
+        f"Command: `python benchmarks/bench_goal.py --old {args.old} --repeats {args.repeats}"
+        f" --variants {' '.join(args.variants)}`; repeats done: {max(len(r) for r in results.values())}. "
         "Old = main in its own git worktree, one process, torch's default threads; new = this branch, "
         "two worker processes x one thread. Repeats interleaved; medians, noisy (shared cores).",
         "",
@@ -147,18 +154,25 @@ def main() -> None:
         "| candidate | old score | new score | new-seeds mean ± sd | old rank | new rank |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    old_rows, new_rows, seed_rows = (results[n][-1]["rows"] for n in ("old", "new", "new-seeds"))
+    last = {name: res[-1]["rows"] for name, res in results.items() if res}
+    old_rows, new_rows = last.get("old", {}), last.get("new", {})
+    seed_rows = last.get("new-seeds", {})
 
     def rank(rows: dict) -> dict:
         order = sorted(specs, key=lambda s: rows[s]["scores"][0] if rows[s]["scores"][0] is not None else 1e9)
         return {s: i + 1 for i, s in enumerate(order)}
 
-    old_rank, new_rank = rank(old_rows), rank(new_rows)
+    old_rank = rank(old_rows) if len(old_rows) == len(specs) else {}
+    new_rank = rank(new_rows) if len(new_rows) == len(specs) else {}
+
+    def score(rows: dict, s: str) -> str:
+        return f"{rows[s]['scores'][0]:.4f}" if s in rows and rows[s]["scores"][0] is not None else "-"
+
     for s in specs:
-        sc = [x for x in seed_rows[s]["scores"] if x is not None]
+        sc = [x for x in seed_rows.get(s, {}).get("scores", []) if x is not None]
         spread = f"{statistics.mean(sc):.4f} ± {statistics.stdev(sc):.4f}" if len(sc) > 1 else "-"
-        o, n = old_rows[s]["scores"][0], new_rows[s]["scores"][0]
-        lines.append(f"| {s} | {o:.4f} | {n:.4f} | {spread} | {old_rank[s]} | {new_rank[s]} |")
+        ranks = f"{old_rank.get(s, '-')} | {new_rank.get(s, '-')}"
+        lines.append(f"| {s} | {score(old_rows, s)} | {score(new_rows, s)} | {spread} | {ranks} |")
     out = Path(args.out)
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     out.with_suffix(".json").write_text(json.dumps({"specs": specs, "summary": summary, "results": results}, indent=1))
