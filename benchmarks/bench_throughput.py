@@ -7,7 +7,9 @@ Sections (each a markdown table; ``--only`` picks some):
   at widths 64-1024 on mlp-regression and char-lm, one thread, with data and evaluation time apart;
 - ``overhead``: ms per step with each overhead change off (as main had it) and on, side by side:
   blocked data (``data_block``), deferred loss reads (``READ_EVERY``), AdamW for-loop / foreach / fused;
-- ``seeds``: one seed against S = 4 seeds in one vectorised run (``evaluate(..., seeds=...)``).
+- ``seeds``: one seed against S = 4 seeds in one vectorised run (``evaluate(..., seeds=...)``);
+- ``compile`` (not in the default run: minutes of inductor compilation): torch.compile's compile
+  time against its per-step saving.
 
 Repeats are interleaved and medians reported: the 2 cores are shared with other jobs.
 
@@ -131,6 +133,48 @@ def seeds(repeats: int) -> list[str]:
     return rows
 
 
+def compile_cost() -> list[str]:
+    """torch.compile (inductor) of the mlp-regression student: compile time against the per-step saving."""
+    from structsearch.evaluation import _build
+    from structsearch.spec import parse_spec
+    from structsearch.tasks import get_task
+
+    task, dev = get_task("mlp-regression"), torch.device("cpu")
+    rows = ["| structure | eager ms/step | compiled ms/step | compile s (first step) | break-even steps |"]
+    rows.append("|---|---:|---:|---:|---:|")
+    for spec in ("dense", "btt"):
+        model, _ = _build(parse_spec(spec), task, 128, 0, dev)
+        batches = task.train_batches(torch.Generator().manual_seed(0), dev)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, foreach=True)
+
+        def step(m: torch.nn.Module, batches: object = batches, opt: torch.optim.Optimizer = opt) -> None:
+            loss = task.loss(m, next(batches))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        def per_step(m: torch.nn.Module, n: int = 50) -> float:
+            t0 = time.perf_counter()
+            for _ in range(n):
+                step(m)
+            return (time.perf_counter() - t0) / n
+
+        for _ in range(5):
+            step(model)
+        eager = per_step(model)
+        compiled = torch.compile(model)
+        t0 = time.perf_counter()
+        step(compiled)
+        first = time.perf_counter() - t0
+        for _ in range(5):
+            step(compiled)
+        fast = per_step(compiled)
+        even = f"{first / (eager - fast):.0f}" if eager > fast else "never"
+        rows.append(f"| {spec} | {1000 * eager:.1f} | {1000 * fast:.1f} | {first:.1f} | {even} |")
+        print(rows[-1], flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", default=["peak", "achieved", "overhead", "seeds"])
@@ -156,6 +200,7 @@ def main() -> None:
             lambda: overhead(args.repeats),
         ),
         "seeds": (f"Seed batching, 40 steps (median of {args.repeats})", lambda: seeds(args.repeats)),
+        "compile": ("torch.compile (inductor), mlp-regression width 128, one run", compile_cost),
     }
     for key in args.only:
         title, fn = sections[key]

@@ -501,11 +501,12 @@ def _evaluate_seeds(seeds: list[int], width_rule: str, *args: Any) -> SeedsResul
     except (RuntimeError, MemoryError) as err:
         reason = f"{type(err).__name__} before training: {str(err).splitlines()[0][:300]}"
         batched = [_failed(spec, task_obj, budget, s, dev, width, lr, reason) for s in seeds], 0.0
+    vectorised = batched is not None
     if batched is None:
         runs = [_train_or_fail(s, *args) for s in seeds]
         batched = runs, sum(r.wall_seconds for r in runs)
     runs, wall = batched
-    return SeedsResult.of([r.model_copy(update={"width_rule": width_rule}) for r in runs], wall, len(seeds) > 1)
+    return SeedsResult.of([r.model_copy(update={"width_rule": width_rule}) for r in runs], wall, vectorised)
 
 
 class _restore_threads:
