@@ -48,6 +48,60 @@ for spec in sys.argv[3:]:
 """
 
 
+WINDOW_WORKER = """
+import json, sys, time, torch
+threads, seeds, out = int(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
+if threads:
+    torch.set_num_threads(threads)
+from structsearch.evaluation import proxy
+specs = sys.argv[4:]
+k = 0
+while True:
+    spec = specs[k % len(specs)]
+    k += 1
+    t0 = time.perf_counter()
+    r = proxy(spec, "mlp-regression", device="cpu", **({"seeds": seeds} if seeds else {}))
+    runs = r.runs if seeds else [r]
+    with open(out, "a") as f:
+        f.write(json.dumps({"spec": spec, "seconds": time.perf_counter() - t0, "scores": [x.score for x in runs],
+                            "end": time.time()}) + "\n")
+"""
+
+
+def run_window(variants: list[tuple], specs: list[str], window: float, tmp: Path) -> dict:
+    """Every variant's workers at the same time for ``window`` seconds; finished proxies per variant."""
+    jobs, started = [], time.time()
+    for name, root, procs, threads, seeds in variants:
+        env = {**os.environ, "PYTHONPATH": str(root)}
+        env.pop("OMP_NUM_THREADS", None)
+        for i in range(procs):
+            order = specs[i::procs] + [s for s in specs if s not in specs[i::procs]]  # own share first, then the rest
+            out = tmp / f"{name}-{i}.jsonl"
+            out.unlink(missing_ok=True)
+            cmd = [sys.executable, "-c", WINDOW_WORKER, str(threads), json.dumps(seeds), str(out), *order]
+            jobs.append(subprocess.Popen(cmd, cwd="/tmp", env=env, stdout=subprocess.DEVNULL))
+    time.sleep(window)
+    for job in jobs:
+        job.kill()
+        job.wait()
+    results = {}
+    for name, _root, procs, _threads, seeds in variants:
+        rows = []
+        for i in range(procs):
+            out = tmp / f"{name}-{i}.jsonl"
+            if out.exists():
+                rows += [json.loads(line) for line in out.read_text().splitlines()]
+        trainings = 2 * max(1, len(seeds)) * len(rows)
+        results[name] = {
+            "proxies": len(rows),
+            "trainings": trainings,
+            "per_hour": trainings * 3600 / window,
+            "rows": rows,
+            "started": started,
+        }
+    return results
+
+
 def random_canonical(seed: int) -> str:
     """A seeded random canonical theta on the grid of twelfths that builds at width 128."""
     from structsearch.errors import SizeError
@@ -105,6 +159,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default="benchmarks/results/goal_throughput")
     parser.add_argument("--variants", nargs="+", default=["old", "new", "new-seeds"])
+    parser.add_argument(
+        "--window",
+        type=float,
+        default=None,
+        help="run every variant at the same time for this many seconds and count finished proxies "
+        "(for a machine too loaded to finish sweeps)",
+    )
     args = parser.parse_args()
     specs = NAMED + [random_canonical(seed) for seed in range(5)]
     variants = [
@@ -113,6 +174,8 @@ def main() -> None:
         ("new-seeds", HERE, 2, 1, [0, 1, 2, 3]),
     ]
     variants = [v for v in variants if v[0] in args.variants]
+    if args.window:
+        return window_report(args, specs, variants)
     results: dict[str, list[dict]] = {v[0]: [] for v in variants}
     for rep in range(args.repeats):
         for name, root, procs, threads, seeds in variants:
@@ -181,3 +244,54 @@ def write(args: argparse.Namespace, specs: list[str], variants: list[tuple], res
 
 if __name__ == "__main__":
     main()
+
+
+def window_report(args: argparse.Namespace, specs: list[str], variants: list[tuple]) -> None:
+    tmp = Path("/tmp/bench_goal_window")
+    tmp.mkdir(exist_ok=True)
+    load_before = os.getloadavg()[0]
+    res = run_window(variants, specs, args.window, tmp)
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next((ln.split(":", 1)[1].strip() for ln in cpuinfo if ln.startswith("model name")), "?")
+    lines = [
+        "# Trainings per hour of the default proxy: old code against new (issue 10, item 5)",
+        "",
+        f"Machine: {cpu}, {os.cpu_count()} cores, shared with other engineers' jobs (load average "
+        f"{load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end); Python {platform.python_version()}.",
+        f"Command: `python benchmarks/bench_goal.py --old {args.old} --window {args.window:g} "
+        f"--variants {' '.join(args.variants)}`.",
+        "",
+        "The machine was too loaded to finish interleaved sweeps (one old sweep of 10 proxies ran 22 min",
+        "without finishing), so the variants ran at the same time, under the same load, for one window,",
+        "each cycling through the 10 candidates; trainings per hour = finished proxies x 2 trainings",
+        "(x seeds) / window. Old = main in its own git worktree, one process, torch's default threads;",
+        "new = this branch, two processes x one thread (the thread plan). One window, not a median of 3.",
+        "",
+        "| variant | processes x threads | finished proxies | trainings | trainings per hour | x old |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    base = res[variants[0][0]]["per_hour"] or float("nan")
+    for name, _root, procs, threads, _seeds in variants:
+        r = res[name]
+        lines.append(
+            f"| {name} | {procs} x {threads or 'default'} | {r['proxies']} | {r['trainings']} | "
+            f"{r['per_hour']:.0f} | {r['per_hour'] / base:.2f} |"
+        )
+    lines += ["", "Scores of the candidates each variant finished (seed 0; new-seeds: mean ± sd of 4 seeds):", ""]
+    lines += ["| candidate | " + " | ".join(v[0] for v in variants) + " |", "|---|" + "---:|" * len(variants)]
+    for spec in specs:
+        cells = []
+        for name, *_ in variants:
+            row = next((r for r in res[name]["rows"] if r["spec"] == spec), None)
+            sc = [x for x in (row or {}).get("scores", []) if x is not None]
+            if not sc:
+                cells.append("-")
+            elif len(sc) == 1:
+                cells.append(f"{sc[0]:.4f}")
+            else:
+                cells.append(f"{statistics.mean(sc):.4f} ± {statistics.stdev(sc):.4f}")
+        lines.append(f"| {spec} | " + " | ".join(cells) + " |")
+    out = Path(args.out)
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    out.with_suffix(".json").write_text(json.dumps({"specs": specs, "window": args.window, "results": res}, indent=1))
+    print("\n".join(lines))
