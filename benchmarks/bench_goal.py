@@ -64,7 +64,7 @@ while True:
     runs = r.runs if seeds else [r]
     with open(out, "a") as f:
         f.write(json.dumps({"spec": spec, "seconds": time.perf_counter() - t0, "scores": [x.score for x in runs],
-                            "end": time.time()}) + "\n")
+                            "end": time.time()}) + "\\n")
 """
 
 
@@ -242,10 +242,6 @@ def write(args: argparse.Namespace, specs: list[str], variants: list[tuple], res
     print("\n".join(lines))
 
 
-if __name__ == "__main__":
-    main()
-
-
 def window_report(args: argparse.Namespace, specs: list[str], variants: list[tuple]) -> None:
     tmp = Path("/tmp/bench_goal_window")
     tmp.mkdir(exist_ok=True)
@@ -295,3 +291,7 @@ def window_report(args: argparse.Namespace, specs: list[str], variants: list[tup
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     out.with_suffix(".json").write_text(json.dumps({"specs": specs, "window": args.window, "results": res}, indent=1))
     print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
