@@ -163,10 +163,10 @@ class Confirmation(BaseModel):
 def _train_seeds(
     spec: Spec, task_obj: Any, compute: float, width: int, seeds: Sequence[int], **train: Any
 ) -> list[Any]:
-    """One result per seed (seed-batched training when the evaluator offers it)."""
+    """One result per seed, from one seed-batched training (docs/evaluation.md: seed batching)."""
     from structsearch.evaluation import evaluate
 
-    return [evaluate(spec, task_obj, budget=compute, seed=s, width=width, **train) for s in seeds]
+    return list(evaluate(spec, task_obj, budget=compute, seeds=list(seeds), width=width, **train).runs)
 
 
 def confirm(

@@ -25,8 +25,7 @@ from __future__ import annotations
 
 import math
 import platform
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -40,6 +39,7 @@ __all__ = [
     "FlopAccount",
     "LayerCount",
     "ProxyResult",
+    "SeedsResult",
     "count_step_flops",
     "evaluate",
     "extrapolate_loss",
@@ -51,6 +51,8 @@ __all__ = [
 ]
 
 EXPLODE_FACTOR = 20.0
+# AdamW's implementation (benchmarks/bench_overhead.py measured for-loop, foreach and fused).
+OPTIMIZER_OPTIONS: dict[str, Any] = {"foreach": True}
 
 
 class CurvePoint(BaseModel):
@@ -133,7 +135,13 @@ class EvalResult(BaseModel):
     batch_size: int | None = None
     lr: float
     base_width: int
-    wall_seconds: float = 0.0
+    wall_seconds: float = Field(default=0.0, description="training wall time: the steps, data making included")
+    data_seconds: float = Field(default=0.0, description="the part of wall_seconds spent making training batches")
+    eval_seconds: float = Field(default=0.0, description="validation wall time (not in wall_seconds)")
+    flops_per_second: float = Field(
+        default=0.0, description="achieved: train_flops / (wall_seconds - data_seconds), the model's own rate"
+    )
+    seeds_batched: int = Field(default=1, description="seeds trained together in one run; times are this run's share")
     device: str
     dtype: str = "float32"
     seed: int
@@ -392,7 +400,8 @@ def evaluate(
     explode_factor: float = EXPLODE_FACTOR,
     progress: Callable[[int, int], None] | None = None,
     threads: int | None = None,
-) -> EvalResult:
+    seeds: Sequence[int] | None = None,
+) -> EvalResult | SeedsResult:
     """Train ``spec`` on ``task`` for ``budget`` training FLOPs and score it on validation.
 
     ``budget=None`` uses the task's default (proxy) budget; ``steps`` overrides the budget
@@ -403,10 +412,15 @@ def evaluate(
     result, never raised; bad input raises ``SpecError``, ``SizeError`` or ``TaskError``.
     ``threads`` sets torch's intra-op CPU threads for the call (restored after); on a shared
     machine 1 is often several times faster for small models.
+
+    ``seeds=[0, 1, 2]`` trains those seeds together in one vectorised run (``seed`` is then
+    ignored) and returns a :class:`SeedsResult` whose ``runs`` equal the solo runs' results
+    (docs/evaluation.md 7).
     """
     from structsearch.tasks import get_task
 
     spec = parse_spec(spec)
+    seed_list = _check_seeds(seeds)
     task_obj = get_task(task, **dict(task_options or {}))
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise TaskError(f"seed: expected an integer, got {seed!r}")
@@ -439,15 +453,60 @@ def evaluate(
     threads_before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
+    args = (spec, task_obj, budget, dev, width, lr, steps, eval_points, explode_factor, progress)
     with _restore_threads(threads_before), torch.random.fork_rng(devices=rng_devices):  # caller's RNG untouched
-        try:
-            result = _train(spec, task_obj, budget, seed, dev, width, lr, steps, eval_points, explode_factor, progress)
-        except StructSearchError:
-            raise
-        except (RuntimeError, MemoryError) as err:  # e.g. out of memory while building or measuring
-            reason = f"{type(err).__name__} before training: {str(err).splitlines()[0][:300]}"
-            result = _failed(spec, task_obj, budget, seed, dev, width, lr, reason)
+        if seed_list is not None:
+            return _evaluate_seeds(seed_list, width_rule, *args)
+        result = _train_or_fail(seed, *args)
     return result.model_copy(update={"width_rule": width_rule})
+
+
+def _check_seeds(seeds: Sequence[int] | None) -> list[int] | None:
+    if seeds is None:
+        return None
+    seed_list = list(seeds) if isinstance(seeds, (list, tuple, range)) else None
+    if (
+        not seed_list
+        or any(isinstance(s, bool) or not isinstance(s, int) for s in seed_list)
+        or len(set(seed_list)) != len(seed_list)
+    ):
+        raise TaskError(f"seeds: expected a non-empty list of distinct integers, got {seeds!r}")
+    return seed_list
+
+
+def _train_or_fail(
+    seed: int, spec: Spec, task_obj: Any, budget: float, dev: Any, width: int, lr: float, *rest: Any
+) -> EvalResult:
+    """One solo training; a RuntimeError before training (out of memory, ...) is a failed result."""
+    try:
+        return _train(spec, task_obj, budget, seed, dev, width, lr, *rest)
+    except StructSearchError:
+        raise
+    except (RuntimeError, MemoryError) as err:  # e.g. out of memory while building or measuring
+        reason = f"{type(err).__name__} before training: {str(err).splitlines()[0][:300]}"
+        return _failed(spec, task_obj, budget, seed, dev, width, lr, reason)
+
+
+def _evaluate_seeds(seeds: list[int], width_rule: str, *args: Any) -> SeedsResult:
+    """Every seed in one vectorised run (structsearch._seed_batch); one by one if the task's loss can't be vmapped."""
+    from structsearch._seed_batch import train_seeds
+
+    spec, task_obj, budget, dev, width, lr, steps, eval_points, explode_factor, progress = args
+    try:
+        batched = train_seeds(
+            spec, task_obj, budget, seeds, dev, width, lr, steps, eval_points, explode_factor, progress
+        )
+    except StructSearchError:
+        raise
+    except (RuntimeError, MemoryError) as err:
+        reason = f"{type(err).__name__} before training: {str(err).splitlines()[0][:300]}"
+        batched = [_failed(spec, task_obj, budget, s, dev, width, lr, reason) for s in seeds], 0.0
+    vectorised = batched is not None
+    if batched is None:
+        runs = [_train_or_fail(s, *args) for s in seeds]
+        batched = runs, sum(r.wall_seconds for r in runs)
+    runs, wall = batched
+    return SeedsResult.of([r.model_copy(update={"width_rule": width_rule}) for r in runs], wall, vectorised)
 
 
 class _restore_threads:
@@ -487,6 +546,64 @@ def _failed(
     )
 
 
+class _Setup:
+    """What every seed of one (structure, task, width, budget) shares: counts, steps, precision."""
+
+    def __init__(
+        self, task_obj: Any, model: Any, made: list[Any], seed: int, dev: Any, budget: float, steps: int | None
+    ):
+        import torch
+
+        self.use_autocast = dev.type == "cuda"
+        self.dtype = "bfloat16-autocast" if self.use_autocast else "float32"
+        self.made = made
+        # One measurement batch from its own generator, so the training stream is untouched.
+        measure_batch = next(iter(task_obj.train_batches(torch.Generator().manual_seed(seed + 7919), dev)))
+
+        def measured_loss() -> Any:
+            with self.autocast():
+                return task_obj.loss(model, measure_batch)
+
+        self.account = count_step_flops(model, measured_loss, {id(m) for m in made})
+        self.planned = steps if steps is not None else steps_for_budget(budget, self.account.flops_per_step)
+        vectors = max((layer.vectors_per_step for layer in self.account.layers), default=0)
+        self.macs = self.account.linear_macs_per_step // vectors if vectors else 0
+        self.params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        self.structured_params = sum(p.numel() for m in made for p in m.parameters())
+
+    def autocast(self) -> Any:
+        import torch
+
+        device_type = "cuda" if self.use_autocast else "cpu"
+        return torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=self.use_autocast)
+
+
+def _build(spec: Spec, task_obj: Any, width: int, seed: int, dev: Any) -> tuple[Any, list[Any]]:
+    """The task's model with ``spec``'s layers, initialised from ``seed``; and the structured layers."""
+    import torch
+
+    linear_factory, _ = _layers_api()
+    factory = linear_factory(spec)
+    made: list[Any] = []
+
+    def linear(d_in: int, d_out: int, bias: bool = True) -> Any:
+        layer = factory(d_in, d_out, bias)
+        made.append(layer)
+        return layer
+
+    torch.manual_seed(seed)
+    return task_obj.build_model(linear, width).to(dev), made
+
+
+def _optimizer(task_obj: Any, groups: list[dict[str, Any]], lr: float, planned: int) -> tuple[Any, Any]:
+    """AdamW (betas 0.9, 0.95) on ``groups`` with warmup + cosine; the for-each implementation."""
+    import torch
+
+    optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8, **OPTIMIZER_OPTIONS)
+    warmup = float(getattr(task_obj, "warmup_fraction", 0.05))
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(planned, warmup))
+
+
 def _train(
     spec: Spec,
     task_obj: Any,
@@ -502,121 +619,43 @@ def _train(
 ) -> EvalResult:
     import torch
 
-    linear_factory, param_groups = _layers_api()
-    from structsearch.layers import aux_loss  # routers' balancing + z-losses (BTT-MoE); 0 without routing
-    factory = linear_factory(spec)
-    made: list[Any] = []
+    from structsearch._train_loop import SoloStepper, run_loop
 
-    def linear(d_in: int, d_out: int, bias: bool = True) -> Any:
-        layer = factory(d_in, d_out, bias)
-        made.append(layer)
-        return layer
-
-    torch.manual_seed(seed)
-    model = task_obj.build_model(linear, width).to(dev)
-    structured_ids = {id(m) for m in made}
-    use_autocast = dev.type == "cuda"
-    dtype = "bfloat16-autocast" if use_autocast else "float32"
-
-    def autocast() -> Any:
-        return torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_autocast)
-
-    # One measurement batch from its own generator, so the training stream is untouched.
-    measure_batch = next(iter(task_obj.train_batches(torch.Generator().manual_seed(seed + 7919), dev)))
-
-    def measured_loss() -> Any:
-        with autocast():
-            return task_obj.loss(model, measure_batch)
-
-    account = count_step_flops(model, measured_loss, structured_ids)
-    flops_per_step = account.flops_per_step
-    planned = steps if steps is not None else steps_for_budget(budget, flops_per_step)
-    vectors = max((layer.vectors_per_step for layer in account.layers), default=0)
-    macs = account.linear_macs_per_step // vectors if vectors else 0
-    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    structured_params = sum(p.numel() for m in made for p in m.parameters())
-
+    _, param_groups = _layers_api()
+    model, made = _build(spec, task_obj, width, seed, dev)
+    setup = _Setup(task_obj, model, made, seed, dev, budget, steps)
     groups = param_groups(model, lr, base_fan_in=int(task_obj.base_width), weight_decay=float(task_obj.weight_decay))
-    optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _lr_lambda(planned, float(getattr(task_obj, "warmup_fraction", 0.05)))
-    )
-    grad_clip = getattr(task_obj, "grad_clip", None)
-
-    def validate() -> float | None:
-        model.eval()
-        total, n = 0.0, 0
-        with torch.no_grad(), autocast():
-            for batch in task_obj.validation_batches(dev):
-                total += float(task_obj.loss(model, batch))
-                n += 1
-        model.train()
-        if n == 0:
-            raise TaskError(f"task {task_obj.name!r}: validation_batches() yielded no batches")
-        return _finite(float(task_obj.score(total / n)))
-
-    marks = sorted({max(1, round(planned * k / eval_points)) for k in range(1, eval_points + 1)})
-    curve: list[CurvePoint] = []
-    status: Literal["ok", "diverged", "failed"] = "ok"
-    reason: str | None = None
-    divergence_step: int | None = None
-    done = 0
-    wall = 0.0
-    first_loss: float | None = None
-    window: list[float] = []
+    optimizer, schedule = _optimizer(task_obj, groups, lr, setup.planned)
     batches = task_obj.train_batches(torch.Generator().manual_seed(seed), dev)
     model.train()
-    try:
-        curve.append(CurvePoint(step=0, train_flops=0.0, wall_seconds=0.0, val_loss=validate()))
-        for step in range(1, planned + 1):
-            t0 = time.perf_counter()
-            batch = next(batches)
-            with autocast():
-                loss = task_obj.loss(model, batch)
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                status, divergence_step, reason = "diverged", step, f"non-finite training loss ({value}) at step {step}"
-                break
-            first_loss = value if first_loss is None else first_loss
-            if value > explode_factor * max(first_loss, 1e-3):
-                status, divergence_step = "diverged", step
-                reason = f"training loss exploded at step {step}: {value:.4g} > {explode_factor:g} x first loss"
-                break
-            optimizer.zero_grad(set_to_none=True)
-            (loss + aux_loss(model)).backward()
-            if grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), float(grad_clip))
-            optimizer.step()
-            schedule.step()
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            wall += time.perf_counter() - t0
-            done = step
-            window.append(value)
-            if progress is not None:
-                progress(step, planned)
-            if step in marks:
-                val = validate()
-                curve.append(
-                    CurvePoint(
-                        step=step,
-                        train_flops=step * flops_per_step,
-                        wall_seconds=wall,
-                        val_loss=val,
-                        train_loss=sum(window) / len(window),
-                    )
-                )
-                window = []
-                if val is None:
-                    status, divergence_step, reason = "diverged", step, f"non-finite validation loss at step {step}"
-                    break
-    except StructSearchError:
-        raise
-    except (RuntimeError, MemoryError, FloatingPointError) as err:  # OOM, numerical or backend errors
-        status, reason = "failed", f"{type(err).__name__} at step {done + 1}: {str(err).splitlines()[0][:300]}"
+    stepper = SoloStepper(task_obj, model, optimizer, schedule, batches, setup.autocast, dev)
+    traces, times = run_loop(
+        stepper, setup.planned, setup.account.flops_per_step, eval_points, explode_factor, progress
+    )
+    return _result(spec, task_obj, setup, traces[0], times, budget, steps, seed, dev, width, lr)
+
+
+def _result(
+    spec: Spec,
+    task_obj: Any,
+    setup: _Setup,
+    trace: Any,
+    times: Any,
+    budget: float,
+    steps: int | None,
+    seed: int,
+    dev: Any,
+    width: int,
+    lr: float,
+    share: int = 1,
+) -> EvalResult:
+    """One seed's :class:`EvalResult`; ``share``: seeds that shared the run (each is charged 1/share of its time)."""
+    status, reason = trace.status, trace.reason
+    done, curve, fps = trace.done, trace.curve, setup.account.flops_per_step
     final = curve[-1].val_loss if status == "ok" and curve and curve[-1].step == done else None
     if status == "ok" and final is None:
         status, reason = "diverged", "no finite validation loss at the end"
+    model_seconds = (times.train - times.data) / share
     return EvalResult(
         spec=spec.paper,
         structure=spec.name,
@@ -626,27 +665,31 @@ def _train(
         final_loss=final,
         score=final,
         diverged=status == "diverged",
-        divergence_step=divergence_step,
+        divergence_step=trace.divergence_step,
         reason=reason,
         curve=curve,
-        params=params,
-        structured_params=structured_params,
-        macs=int(macs),
-        structured_macs=sum(int(_linear_macs(m) or 0) for m in made),
+        params=setup.params,
+        structured_params=setup.structured_params,
+        macs=int(setup.macs),
+        structured_macs=sum(int(_linear_macs(m) or 0) for m in setup.made),
         width=width,
-        layer_shapes=[(layer.d_in, layer.d_out) for layer in account.layers if layer.structured],
-        budget=float(budget) if steps is None else planned * flops_per_step,
-        train_flops=done * flops_per_step,
-        flops_per_step=flops_per_step,
-        flops=account,
+        layer_shapes=[(layer.d_in, layer.d_out) for layer in setup.account.layers if layer.structured],
+        budget=float(budget) if steps is None else setup.planned * fps,
+        train_flops=done * fps,
+        flops_per_step=fps,
+        flops=setup.account,
         steps=done,
-        planned_steps=planned,
+        planned_steps=setup.planned,
         batch_size=getattr(task_obj, "batch_size", None),
         lr=float(lr),
         base_width=int(task_obj.base_width),
-        wall_seconds=wall,
+        wall_seconds=times.train / share,
+        data_seconds=times.data / share,
+        eval_seconds=times.eval / share,
+        flops_per_second=done * fps / model_seconds if model_seconds > 0 else 0.0,
+        seeds_batched=share,
         device=str(dev),
-        dtype=dtype,
+        dtype=setup.dtype,
         seed=seed,
         versions=_versions(),
         task_settings=task_obj.describe() if hasattr(task_obj, "describe") else {"name": str(task_obj.name)},
@@ -695,6 +738,9 @@ class ProxyResult(BaseModel):
     train_flops: float
     steps: int
     wall_seconds: float
+    data_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    flops_per_second: float = Field(default=0.0, description="both runs' FLOPs over their model time")
     params: int
     macs: int
     width: int
@@ -723,13 +769,16 @@ def proxy(
     split: float = 0.25,
     task_options: Mapping[str, Any] | None = None,
     threads: int | None = None,
-) -> ProxyResult:
+    seeds: Sequence[int] | None = None,
+) -> ProxyResult | SeedsResult:
     """Score ``spec`` by two trainings that together spend ``budget`` FLOPs and extrapolate.
 
     The runs get ``split * budget`` and ``(1 - split) * budget`` (default a quarter and three
     quarters, a 3x ratio); their final validation scores give a power law per structure, and
     ``score`` is its prediction at ``horizon * budget``. Never raises for divergence: if either
-    run diverges or fails, the result does, with that run's reason.
+    run diverges or fails, the result does, with that run's reason. ``seeds=[...]``: every seed's
+    proxy at once (each of the two trainings seed-batched), as a :class:`SeedsResult` of
+    :class:`ProxyResult`.
     """
     from structsearch.tasks import get_task
 
@@ -742,11 +791,23 @@ def proxy(
     budget = float(task_obj.budget) if budget is None else budget
     if not isinstance(budget, (int, float)) or not math.isfinite(budget) or budget <= 0:
         raise TaskError(f"budget: expected a positive number of FLOPs, got {budget!r}")
-    runs = [
-        evaluate(spec, task_obj, budget=part * budget, seed=seed, device=device, width=width, lr=lr, threads=threads)
-        for part in (split, 1 - split)
-    ]
-    small, large = runs
+    kwargs = {"device": device, "width": width, "lr": lr, "threads": threads}
+    seed_list = _check_seeds(seeds)
+    if seed_list is None:
+        small, large = (
+            evaluate(spec, task_obj, budget=part * budget, seed=seed, **kwargs) for part in (split, 1 - split)
+        )
+        return _proxy_result(spec, small, large, budget, horizon)
+    small_s, large_s = (
+        evaluate(spec, task_obj, budget=part * budget, seeds=seed_list, **kwargs) for part in (split, 1 - split)
+    )
+    pairs = zip(small_s.runs, large_s.runs, strict=True)
+    results = [_proxy_result(spec, small, large, budget, horizon) for small, large in pairs]
+    return SeedsResult.of(results, small_s.wall_seconds + large_s.wall_seconds, small_s.batched)
+
+
+def _proxy_result(spec: Spec, small: EvalResult, large: EvalResult, budget: float, horizon: float) -> ProxyResult:
+    runs = [small, large]
     bad = next((r for r in runs if r.status != "ok"), None)
     score = exponent = None
     if bad is None and small.final_loss and large.final_loss and large.train_flops > small.train_flops:
@@ -757,6 +818,7 @@ def proxy(
             0.0, math.log(small.final_loss / large.final_loss) / math.log(large.train_flops / small.train_flops)
         )
     status = bad.status if bad is not None else "ok"
+    model_seconds = sum(r.wall_seconds - r.data_seconds for r in runs)
     return ProxyResult(
         spec=spec.paper,
         structure=spec.name,
@@ -773,10 +835,70 @@ def proxy(
         train_flops=small.train_flops + large.train_flops,
         steps=small.steps + large.steps,
         wall_seconds=small.wall_seconds + large.wall_seconds,
+        data_seconds=small.data_seconds + large.data_seconds,
+        eval_seconds=small.eval_seconds + large.eval_seconds,
+        flops_per_second=(small.train_flops + large.train_flops) / model_seconds if model_seconds > 0 else 0.0,
         params=large.params,
         macs=large.macs,
         width=large.width,
-        seed=seed,
+        seed=large.seed,
         device=large.device,
         runs=runs,
     )
+
+
+class SeedsResult(BaseModel):
+    """Several seeds of one structure (``evaluate``/``proxy`` with ``seeds=``), trained together.
+
+    ``runs`` holds one :class:`EvalResult` (or :class:`ProxyResult`) per seed, in seed order, each
+    what the solo run with that seed returns (losses to float tolerance); its times are its
+    1/S share of the batched run. ``wall_seconds`` is the whole batched run's training time.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    spec: str
+    structure: str | None
+    task: str
+    metric: str
+    status: Literal["ok", "diverged", "failed"] = Field(description="ok if every seed is ok, else the first other")
+    seeds: list[int]
+    scores: list[float | None] = Field(description="each seed's score (what to rank by), None if not ok")
+    mean_score: float | None = Field(description="mean of the seeds' finite scores, None if there is none")
+    std_score: float | None = Field(description="sample standard deviation of the finite scores (2 or more)")
+    train_flops: float = Field(description="training FLOPs of all seeds together")
+    wall_seconds: float = Field(description="training wall time of the batched run, all seeds together")
+    batched: bool = Field(description="trained in one vectorised run (False: one by one, the task could not be)")
+    runs: list[EvalResult] | list[ProxyResult]
+
+    @classmethod
+    def of(cls, runs: list[Any], wall_seconds: float, batched: bool) -> SeedsResult:
+        scores = [r.score if r.status == "ok" else None for r in runs]
+        finite = [x for x in scores if x is not None and math.isfinite(x)]
+        mean = sum(finite) / len(finite) if finite else None
+        std = None
+        if len(finite) > 1 and mean is not None:
+            std = math.sqrt(sum((x - mean) ** 2 for x in finite) / (len(finite) - 1))
+        first = runs[0]
+        return cls(
+            spec=first.spec,
+            structure=first.structure,
+            task=first.task,
+            metric=first.metric,
+            status=next((r.status for r in runs if r.status != "ok"), "ok"),
+            seeds=[r.seed for r in runs],
+            scores=scores,
+            mean_score=mean,
+            std_score=std,
+            train_flops=sum(r.train_flops for r in runs),
+            wall_seconds=wall_seconds,
+            batched=batched,
+            runs=runs,
+        )
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")

@@ -139,6 +139,7 @@ class Rung(BaseModel):
     wall_seconds: float = 0.0
     params: int = 0
     macs: int = 0
+    flops_per_second: float = Field(default=0.0, description="achieved training FLOP/s (model time)")
     reason: str | None = None
 
     @property
@@ -178,6 +179,7 @@ class FrontierScore(BaseModel):
     train_flops: float = Field(description="FLOPs spent, over the rungs run")
     steps: int
     wall_seconds: float
+    flops_per_second: float = Field(default=0.0, description="achieved training FLOP/s over the rungs")
     params: int
     macs: int
     width: int
@@ -292,6 +294,7 @@ def _rung(
         wall_seconds=result.wall_seconds,
         params=result.params,
         macs=result.macs,
+        flops_per_second=float(getattr(result, "flops_per_second", 0.0) or 0.0),
         reason=result.reason,
     )
 
@@ -349,6 +352,13 @@ def frontier_score(
     return _summarise(spec, task_obj, rungs, ladder, budget, float(target), seed, pruned)
 
 
+def _achieved(rungs: Sequence[Rung]) -> float:
+    """Training FLOPs over model time, summed over the rungs that recorded a rate."""
+    timed = [r for r in rungs if r.flops_per_second > 0]
+    seconds = sum(r.train_flops / r.flops_per_second for r in timed)
+    return sum(r.train_flops for r in timed) / seconds if seconds else 0.0
+
+
 def _summarise(
     spec: Spec, task_obj: Any, rungs: list[Rung], ladder: Ladder, budget: float, target: float, seed: int, pruned: bool
 ) -> FrontierScore:
@@ -399,6 +409,7 @@ def _summarise(
         train_flops=sum(r.train_flops for r in rungs),
         steps=sum(r.steps for r in rungs),
         wall_seconds=sum(r.wall_seconds for r in rungs),
+        flops_per_second=_achieved(rungs),
         params=last.params if last else 0,
         macs=last.macs if last else 0,
         width=(last.width or 0) if last else 0,

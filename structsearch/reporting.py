@@ -31,6 +31,8 @@ _ROW_KEYS = (
     "status",
     "eval_macs",
     "steps",
+    "wall_seconds",
+    "flops_per_second",
     "reason",
     "duplicate_of",
     "canonicalised_from",
@@ -148,6 +150,7 @@ class StudyReport:
             f"space {(c.get('space') or {}).get('name')}, width {c.get('width')}, objective {c.get('objective')}\n"
             f"{self.n_trials} trials, {self.n_trained} trained; "
             + ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
+            + _throughput(self.best)
         )
         table = Table(title=f"best trials, by {self.score_label}")
         for col in ("#", "theta", "name", "omega", "psi", "nu", "params", "MACs", "score", "95% band", "status"):
@@ -226,6 +229,12 @@ def _comparison_sentence(c: dict[str, Any]) -> str:
     from structsearch.confirmation import Comparison
 
     return Comparison.model_validate(c).sentence()
+
+
+def _throughput(rows: list[dict[str, Any]]) -> str:
+    """'; achieved 3.1 GFLOP/s (median of the best trials)', or '' when the trials did not record it."""
+    rates = sorted(float(r["flops_per_second"]) for r in rows if r.get("flops_per_second"))
+    return f"; achieved {rates[len(rates) // 2] / 1e9:.3g} GFLOP/s (median of the best trials)" if rates else ""
 
 
 def _fmt(v: Any, digits: int = 3) -> str:

@@ -314,7 +314,7 @@ def _validated(fields: Mapping[str, Any]) -> Spec:
 
 def _routing_from_mapping(raw: Any) -> Routing:
     if not isinstance(raw, Mapping) or set(raw) - {"experts", "k"}:
-        raise SpecError(f"theta.moe: expected an object {{\"experts\": E, \"k\": K}}, got {raw!r}")
+        raise SpecError(f'theta.moe: expected an object {{"experts": E, "k": K}}, got {raw!r}')
     return routing(raw.get("experts", _ROUTED_DEFAULT[0]), raw.get("k", _ROUTED_DEFAULT[1]))
 
 

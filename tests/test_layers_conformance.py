@@ -18,6 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from structsearch.errors import SizeError
 from structsearch.layers import EinsumLinear
+from structsearch.layers._fast_paths import has_unit_contraction
 from structsearch.sizes import class_sizes
 from structsearch.spec import Spec, parse_spec
 from structsearch.taxonomy import analyze
@@ -32,6 +33,8 @@ FAMILIES = [
     "btt:0.25",
     "tt:0",
     "tt:0.25",
+    "(0|0|1|0|1/6|5/6|0)",  # alpha = 1: the btt path's step 1 is an outer product (broadcast multiply)
+    "(0|1/2|1/2|1/2|1/2|0|0)",  # alpha = 1 off the fast families: the broadcast path
 ]
 SIZES = [(16, 16), (24, 20), (21, 33), (48, 64)]
 
@@ -118,6 +121,10 @@ def test_counts_equal_taxonomy_and_flop_counter(spec: str, d_in: int, d_out: int
     if layer.path != "dense":  # the closed forms count the dense point's scalar core; the taxonomy folds it
         assert (layer.params, layer.macs) == closed_form_counts(layer.dims)
     assert layer.params == sum(core.param.numel() for core in layer.cores)
+    if has_unit_contraction(layer.dims) and layer.path != "dense":
+        # an outer-product step is a broadcast multiply there, which the counter does not see (elementwise);
+        # the evaluator charges the taxonomy's MACs either way, and the general path's bmm shows them
+        layer = _layer(spec, d_in, d_out, path="general")
     n = 5
     x = torch.randn(n, d_in, requires_grad=True)
     with FlopCounterMode(display=False) as forward:

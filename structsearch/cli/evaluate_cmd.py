@@ -86,6 +86,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="an integer, 'matched' (iso-FLOP with dense at the task's default width) or 'fixed' "
         "(the task's default width); default: the task's rule",
     )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="SEED",
+        help="train these seeds together in one vectorised run (instead of --seed); scores, mean and spread",
+    )
     parser.add_argument("--eval-points", type=int, default=10, help="validation points on the curve (default 10)")
     parser.add_argument(
         "--proxy",
@@ -100,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
     from structsearch.evaluation import evaluate
 
     options = parse_options(args.option)
+    if args.seeds is not None:
+        return _run_seeds(args, options)
     if args.proxy:
         return _run_proxy(args, options)
     progress, bar = _progress(args.json)
@@ -159,7 +169,39 @@ def _run_proxy(args: argparse.Namespace, options: dict[str, Any]) -> int:
             table.add_row(f"run at {run.budget:.3g} FLOPs", f"{loss} after {run.steps} steps, {run.wall_seconds:.1f} s")
         table.add_row("exponent b", f"{r.exponent:.4f}" if r.exponent is not None else "-")
         table.add_row("width / params / MACs", f"{r.width} / {r.params:,} / {r.macs:,}")
+        table.add_row("achieved", f"{r.flops_per_second / 1e9:.3g} GFLOP/s (data {r.data_seconds:.1f} s apart)")
         Console().print(table)
+    return 0 if r.status != "failed" else 1
+
+
+def _run_seeds(args: argparse.Namespace, options: dict[str, Any]) -> int:
+    from structsearch.evaluation import evaluate, proxy
+
+    kwargs = {"task": args.task, "budget": args.budget, "device": args.device, "width": args.width, "lr": args.lr}
+    kwargs.update(task_options=options, threads=args.threads, seeds=args.seeds)
+    if args.proxy:
+        if args.steps is not None:
+            raise TaskError("--proxy: spends a FLOP budget; use --budget, not --steps")
+        r = proxy(args.structure, **kwargs)
+    else:
+        r = evaluate(args.structure, steps=args.steps, eval_points=args.eval_points, **kwargs)
+    if args.json:
+        print(json.dumps(r.to_dict()))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        how = "one vectorised run" if r.batched else "one by one"
+        table = Table(title=f"{r.spec}" + (f"  [bold]{r.structure}[/]" if r.structure else "") + f": seeds in {how}")
+        for col in ("seed", "score", "status", "steps", "GFLOP/s"):
+            table.add_column(col, justify="right")
+        for run in r.runs:
+            score = f"{run.score:.5g}" if run.score is not None else "-"
+            table.add_row(str(run.seed), score, run.status, str(run.steps), f"{run.flops_per_second / 1e9:.2f}")
+        mean = f"{r.mean_score:.5g}" if r.mean_score is not None else "-"
+        spread = f" ± {r.std_score:.2g}" if r.std_score is not None else ""
+        Console().print(table)
+        Console().print(f"mean {r.metric} {mean}{spread}; {r.wall_seconds:.1f} s of training for all seeds")
     return 0 if r.status != "failed" else 1
 
 
@@ -219,6 +261,11 @@ def _render(r: Any) -> None:
     table.add_row("MACs / vector", f"{r.macs:,} ({r.structured_macs:,} structured)")
     table.add_row("lr (base)", f"{r.lr:g} at base width {r.base_width}")
     table.add_row("wall seconds", f"{r.wall_seconds:.2f} on {r.device} ({r.dtype})")
+    table.add_row(
+        "achieved",
+        f"{r.flops_per_second / 1e9:.3g} GFLOP/s of model time; data {r.data_seconds:.2f} s, "
+        f"evaluation {r.eval_seconds:.2f} s apart",
+    )
     table.add_row("seed / versions", f"{r.seed} / " + ", ".join(f"{k} {v}" for k, v in r.versions.items()))
     console.print(table)
     curve = Table(title="validation curve", header_style="bold")

@@ -140,7 +140,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=positive_int,
         default=None,
         metavar="N",
-        help="torch CPU threads per training (default torch's; 1 is often fastest for small models)",
+        help="torch CPU threads per training (default: torch's); on a 2-core machine run two workers with "
+        "--threads 1 on the same study (docs/evaluation.md 7)",
     )
     parser.add_argument("--runs-dir", default=None, metavar="DIR", help="where runs/<study>/ lives (default runs)")
     parser.add_argument("--no-progress", action="store_true", help="no progress display on stderr")

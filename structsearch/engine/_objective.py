@@ -315,6 +315,7 @@ class Objective:
             train_flops=float(getattr(result, "train_flops", 0.0) or 0.0),
             steps=int(getattr(result, "steps", 0) or 0),
             wall_seconds=float(getattr(result, "wall_seconds", 0.0) or 0.0),
+            flops_per_second=float(getattr(result, "flops_per_second", 0.0) or 0.0),  # achieved, model time
             eval_params=int(getattr(result, "params", 0) or 0),
             eval_macs=int(getattr(result, "macs", 0) or 0),
             eval_width=int(getattr(result, "width", self.width) or self.width),

@@ -21,9 +21,11 @@ from torch import Tensor, nn
 from structsearch.errors import SpecError
 from structsearch.layers._fast_paths import (
     PATHS,
+    broadcast_contract,
     btt_contract,
     dense_contract,
     general_contract,
+    has_unit_contraction,
     kronecker_contract,
     select_path,
 )
@@ -131,7 +133,7 @@ class EinsumLinear(nn.Module):
             path = fastest
         elif path not in PATHS:
             raise SpecError(f"path: expected one of {', '.join(PATHS)}, got {path!r}")
-        elif path not in (fastest, "general"):
+        elif path not in (fastest, "general", "broadcast" if has_unit_contraction(self.dims) else "general"):
             raise SpecError(f"path: {path!r} does not apply to {self.spec.paper} (this layer runs {fastest!r})")
         self.path = path
 
@@ -211,6 +213,10 @@ class EinsumLinear(nn.Module):
             y = btt_contract(x, core_a, core_b, fused, self.dims)  # (n, padded_out)
         elif self.path == "kronecker":
             y = kronecker_contract(x, core_a, core_b, fused, self.dims)  # (n, padded_out)
+        elif self.path == "broadcast":
+            y = broadcast_contract(x, core_a, core_b, self.dims)  # (n, padded_out)
+            if fused is not None:
+                y = y + fused
         else:  # a core with no index is the scalar 1 (only when the general path is forced on the dense point)
             a, b, g, d, e, f, r = (self.dims[c] for c in CLASSES)
             core_a = x.new_ones(g, a, r, f, d) if core_a is None else core_a

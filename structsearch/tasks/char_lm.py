@@ -63,6 +63,7 @@ class CharLM(Task):
     weight_decay = 0.0
     warmup_fraction = 0.05
     grad_clip = 1.0
+    data_block = 32  # training batches drawn per call of the generator
 
     def __init__(
         self,
@@ -126,11 +127,12 @@ class CharLM(Task):
         train, _ = self._split_ids()
         span = self.seq_len + 1
         offsets = torch.arange(span)
+        block = max(1, int(self.data_block))  # batches drawn at once; the same stream as one by one
         while True:
-            starts = torch.randint(0, len(train) - span, (self.batch_size,), generator=generator)
-            windows = train[starts[:, None] + offsets]  # (batch, seq_len + 1)
-            windows = windows.to(device)
-            yield windows[:, :-1], windows[:, 1:]
+            starts = torch.randint(0, len(train) - span, (block * self.batch_size,), generator=generator)
+            windows = train[starts[:, None] + offsets].to(device)  # (block * batch, seq_len + 1)
+            for w in windows.split(self.batch_size):  # (batch, seq_len + 1)
+                yield w[:, :-1], w[:, 1:]
 
     def loss(self, model: Any, batch: Any) -> Any:
         import torch.nn.functional as F

@@ -1,0 +1,215 @@
+"""Evaluator throughput (issue 10): achieved FLOP/s, per-step overhead before/after, seed batching.
+
+Sections (each a markdown table; ``--only`` picks some):
+
+- ``peak``: a 1024 x 1024 float32 matmul's GFLOP/s at 1 and 2 torch threads (the machine's dense peak);
+- ``achieved``: model training FLOPs / model time (``EvalResult.flops_per_second``) for dense and BTT
+  at widths 64-1024 on mlp-regression and char-lm, one thread, with data and evaluation time apart;
+- ``overhead``: ms per step with each overhead change off (as main had it) and on, side by side:
+  blocked data (``data_block``), deferred loss reads (``READ_EVERY``), AdamW for-loop / foreach / fused;
+- ``seeds``: one seed against S = 4 seeds in one vectorised run (``evaluate(..., seeds=...)``);
+- ``compile`` (not in the default run: minutes of inductor compilation): torch.compile's compile
+  time against its per-step saving.
+
+Repeats are interleaved and medians reported: the 2 cores are shared with other jobs.
+
+    python benchmarks/bench_throughput.py --out benchmarks/results/throughput.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+import structsearch._train_loop as train_loop
+import structsearch.evaluation as evaluation
+from structsearch.evaluation import evaluate
+from structsearch.tasks import CharLM, MLPRegression
+
+WIDTHS = [64, 128, 256, 512, 1024]
+
+
+def peak() -> list[str]:
+    rows = ["| threads | 1024x1024 sgemm GFLOP/s (median of 5) |", "|---:|---:|"]
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    before = torch.get_num_threads()
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        rates = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(10):
+                a @ b
+            rates.append(10 * 2 * 1024**3 / (time.perf_counter() - t0) / 1e9)
+        rows.append(f"| {threads} | {statistics.median(rates):.1f} |")
+    torch.set_num_threads(before)
+    return rows
+
+
+def achieved() -> list[str]:
+    rows = [
+        "| task | structure | width | steps | ms/step | data ms/step | model GFLOP/s | eval s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    settings = {"mlp-regression": (1e10, {}), "char-lm": (3e10, {"val_tokens": 1024})}
+    for task, (budget, opts) in settings.items():
+        for spec in ("dense", "btt"):
+            for width in WIDTHS:
+                r = evaluate(spec, task, budget=budget, width=width, device="cpu", eval_points=1, task_options=opts)
+                ms = 1000 * r.wall_seconds / max(1, r.steps)
+                data = 1000 * r.data_seconds / max(1, r.steps)
+                rows.append(
+                    f"| {task} | {spec} | {width} | {r.steps} | {ms:.1f} | {data:.1f} | "
+                    f"{r.flops_per_second / 1e9:.2f} | {r.eval_seconds:.2f} |"
+                )
+                print(rows[-1], flush=True)
+    return rows
+
+
+def _variant(block: int, read_every: int, optimizer: dict) -> Callable[[], None]:
+    def apply() -> None:
+        MLPRegression.data_block = block
+        CharLM.data_block = block
+        train_loop.READ_EVERY = read_every
+        evaluation.OPTIMIZER_OPTIONS = optimizer
+
+    return apply
+
+
+OVERHEAD = {
+    "before (main): per-batch data, read every step, AdamW for-loop": _variant(1, 1, {"foreach": False}),
+    "+ blocked data (32 batches per teacher forward)": _variant(32, 1, {"foreach": False}),
+    "+ deferred loss reads (every 16 steps)": _variant(1, 16, {"foreach": False}),
+    "+ AdamW foreach": _variant(1, 1, {"foreach": True}),
+    "+ AdamW fused": _variant(1, 1, {"fused": True}),
+    "after (this branch): blocked, deferred, foreach": _variant(32, 16, {"foreach": True}),
+}
+
+
+def overhead(repeats: int) -> list[str]:
+    cases = [("mlp-regression", "dense", 128), ("mlp-regression", "btt", 128), ("char-lm", "btt", 64)]
+    times: dict[tuple, list[tuple[float, float]]] = {}
+    for _ in range(repeats):
+        for case in cases:
+            for name, apply in OVERHEAD.items():
+                apply()
+                task, spec, width = case
+                r = evaluate(spec, task, steps=150, width=width, device="cpu", eval_points=1)
+                times.setdefault((case, name), []).append((r.wall_seconds / r.steps, r.data_seconds / r.steps))
+    OVERHEAD["after (this branch): blocked, deferred, foreach"]()
+    rows = ["| task / structure / width | variant | ms/step | data ms/step | vs before |", "|---|---|---:|---:|---:|"]
+    for case in cases:
+        base = None
+        for name in OVERHEAD:
+            ms = 1000 * statistics.median(t for t, _ in times[(case, name)])
+            data = 1000 * statistics.median(d for _, d in times[(case, name)])
+            base = base or ms
+            rows.append(f"| {' / '.join(map(str, case))} | {name} | {ms:.2f} | {data:.2f} | {base / ms:.2f}x |")
+    return rows
+
+
+def seeds(repeats: int) -> list[str]:
+    cases = [("mlp-regression", s, w) for w in (64, 128, 256) for s in ("dense", "btt")]
+    cases += [("char-lm", s, 64) for s in ("dense", "btt")]
+    times: dict[tuple, list[float]] = {}
+    for _ in range(repeats):
+        for task, spec, width in cases:
+            kw = {"steps": 40, "width": width, "device": "cpu", "eval_points": 1}
+            one = evaluate(spec, task, **kw)
+            four = evaluate(spec, task, seeds=[0, 1, 2, 3], **kw)
+            times.setdefault((task, spec, width), []).append((one.wall_seconds, four.wall_seconds))
+    rows = ["| task | structure | width | 1 seed ms/step | 4 seeds ms/step | cost of 4 / cost of 1 |"]
+    rows.append("|---|---|---:|---:|---:|---:|")
+    for key, pairs in times.items():
+        one = statistics.median(a for a, _ in pairs) / 40 * 1000
+        four = statistics.median(b for _, b in pairs) / 40 * 1000
+        rows.append(f"| {' | '.join(map(str, key))} | {one:.1f} | {four:.1f} | {four / one:.2f} |")
+    return rows
+
+
+def compile_cost() -> list[str]:
+    """torch.compile (inductor) of the mlp-regression student: compile time against the per-step saving."""
+    from structsearch.evaluation import _build
+    from structsearch.spec import parse_spec
+    from structsearch.tasks import get_task
+
+    task, dev = get_task("mlp-regression"), torch.device("cpu")
+    rows = ["| structure | eager ms/step | compiled ms/step | compile s (first step) | break-even steps |"]
+    rows.append("|---|---:|---:|---:|---:|")
+    for spec in ("dense", "btt"):
+        model, _ = _build(parse_spec(spec), task, 128, 0, dev)
+        batches = task.train_batches(torch.Generator().manual_seed(0), dev)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, foreach=True)
+
+        def step(m: torch.nn.Module, batches: object = batches, opt: torch.optim.Optimizer = opt) -> None:
+            loss = task.loss(m, next(batches))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        def per_step(m: torch.nn.Module, n: int = 50) -> float:
+            t0 = time.perf_counter()
+            for _ in range(n):
+                step(m)
+            return (time.perf_counter() - t0) / n
+
+        for _ in range(5):
+            step(model)
+        eager = per_step(model)
+        compiled = torch.compile(model)
+        t0 = time.perf_counter()
+        step(compiled)
+        first = time.perf_counter() - t0
+        for _ in range(5):
+            step(compiled)
+        fast = per_step(compiled)
+        even = f"{first / (eager - fast):.0f}" if eager > fast else "never"
+        rows.append(f"| {spec} | {1000 * eager:.1f} | {1000 * fast:.1f} | {first:.1f} | {even} |")
+        print(rows[-1], flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="*", default=["peak", "achieved", "overhead", "seeds"])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default=None, help="write the tables to this markdown file")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next((ln.split(":", 1)[1].strip() for ln in cpuinfo if ln.startswith("model name")), "?")
+    out = [
+        "# Evaluator throughput (issue 10)",
+        "",
+        f"Machine: {cpu}, {os.cpu_count()} cores, shared with other jobs (load average "
+        f"{os.getloadavg()[0]:.1f} at the start); torch {torch.__version__}, one thread per run unless said. "
+        f"Command: `python benchmarks/bench_throughput.py --only {' '.join(args.only)} --repeats {args.repeats}`. "
+        "Timings are noisy: repeats interleaved, medians.",
+    ]
+    sections = {
+        "peak": ("Dense matmul peak", peak),
+        "achieved": ("Achieved FLOP/s (one run each)", achieved),
+        "overhead": (
+            f"Per-step overhead, each change alone (median of {args.repeats})",
+            lambda: overhead(args.repeats),
+        ),
+        "seeds": (f"Seed batching, 40 steps (median of {args.repeats})", lambda: seeds(args.repeats)),
+        "compile": ("torch.compile (inductor), mlp-regression width 128, one run", compile_cost),
+    }
+    for key in args.only:
+        title, fn = sections[key]
+        rows = fn()
+        out += ["", f"## {title}", "", *rows]
+        print("\n".join(["", f"## {title}", "", *rows]), flush=True)
+    if args.out:
+        Path(args.out).write_text("\n".join(out) + "\n")
+
+
+if __name__ == "__main__":
+    main()

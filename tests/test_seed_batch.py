@@ -1,0 +1,178 @@
+"""Seed-batched training equals solo runs; deferred loss reads, blocked data and the broadcast path change nothing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import structsearch._train_loop as train_loop
+from structsearch.errors import TaskError
+from structsearch.evaluation import EvalResult, ProxyResult, SeedsResult, evaluate, proxy
+from structsearch.layers import EinsumLinear
+from structsearch.tasks import CharLM, MLPRegression
+
+MLP = {"teacher_width": 32, "teacher_depth": 2, "batch_size": 32, "val_size": 256}
+CHAR = {"n_layer": 1, "seq_len": 16, "batch_size": 4, "val_tokens": 256}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _same_run(batched: EvalResult, solo: EvalResult) -> None:
+    """Equal to float tolerance: batched and solo matmuls round differently, and training amplifies it
+    (about 1e-7 relative for the plain paths, up to 3e-4 after 30 steps for an outer-product structure)."""
+    assert batched.seed == solo.seed and batched.status == solo.status
+    assert batched.steps == solo.steps and batched.train_flops == solo.train_flops
+    assert [p.step for p in batched.curve] == [p.step for p in solo.curve]
+    for a, b in zip(batched.curve, solo.curve, strict=True):
+        assert a.val_loss == pytest.approx(b.val_loss, rel=1e-3, abs=1e-6)
+        if b.train_loss is not None:
+            assert a.train_loss == pytest.approx(b.train_loss, rel=1e-3, abs=1e-6)
+    assert batched.final_loss == pytest.approx(solo.final_loss, rel=1e-3)
+    assert batched.flops == solo.flops and batched.params == solo.params and batched.macs == solo.macs
+
+
+@pytest.mark.parametrize("spec", ["dense", "btt", "kronecker", "(0|0|1|0|1/6|5/6|0)"])
+def test_seed_batched_mlp_equals_solo_runs(spec):
+    kw = {"width": 64, "steps": 30, "device": "cpu", "task_options": MLP, "eval_points": 3}
+    batched = evaluate(spec, "mlp-regression", seeds=[2, 0, 5], **kw)
+    assert isinstance(batched, SeedsResult) and batched.batched and batched.seeds == [2, 0, 5]
+    for run, seed in zip(batched.runs, [2, 0, 5], strict=True):
+        _same_run(run, evaluate(spec, "mlp-regression", seed=seed, **kw))
+    assert batched.scores == [r.final_loss for r in batched.runs]
+    assert batched.mean_score == pytest.approx(sum(batched.scores) / 3)
+    assert batched.std_score is not None and batched.std_score > 0
+    assert batched.train_flops == pytest.approx(sum(r.train_flops for r in batched.runs))
+    assert all(r.seeds_batched == 3 for r in batched.runs)
+    assert sum(r.wall_seconds for r in batched.runs) == pytest.approx(batched.wall_seconds)
+    json.dumps(batched.to_dict(), allow_nan=False)
+
+
+def test_seed_batched_char_lm_equals_solo_runs():
+    kw = {"width": 64, "steps": 6, "device": "cpu", "task_options": CHAR, "eval_points": 2}
+    batched = evaluate("btt", "char-lm", seeds=[0, 1], **kw)
+    for run in batched.runs:
+        _same_run(run, evaluate("btt", "char-lm", seed=run.seed, **kw))
+
+
+def test_seed_batched_divergence_is_per_seed_and_as_solo():
+    kw = {"width": 64, "steps": 30, "device": "cpu", "task_options": MLP, "lr": 1e4}
+    batched = evaluate("btt", "mlp-regression", seeds=[0, 1], **kw)
+    assert batched.status == "diverged" and batched.mean_score is None
+    for run in batched.runs:
+        solo = evaluate("btt", "mlp-regression", seed=run.seed, **kw)
+        assert run.status == solo.status == "diverged"
+        assert run.divergence_step == solo.divergence_step and run.steps == solo.steps and run.reason == solo.reason
+
+
+def test_proxy_with_seeds_equals_solo_proxies():
+    batched = proxy("btt", "mlp-regression", budget=2e8, width=64, device="cpu", task_options=MLP, seeds=[0, 1])
+    assert isinstance(batched, SeedsResult) and all(isinstance(r, ProxyResult) for r in batched.runs)
+    for run in batched.runs:
+        solo = proxy("btt", "mlp-regression", budget=2e8, width=64, device="cpu", task_options=MLP, seed=run.seed)
+        assert run.seed == solo.seed and run.steps == solo.steps
+        assert run.score == pytest.approx(solo.score, rel=1e-4)
+    assert batched.scores == [r.score for r in batched.runs]
+
+
+def test_single_seed_api_is_unchanged_and_bad_seeds_raise():
+    r = evaluate("btt", "mlp-regression", width=64, steps=3, device="cpu", task_options=MLP)
+    assert isinstance(r, EvalResult) and r.seeds_batched == 1
+    assert r.flops_per_second > 0 and 0 < r.data_seconds < r.wall_seconds and r.eval_seconds > 0
+    assert r.flops_per_second == pytest.approx(r.train_flops / (r.wall_seconds - r.data_seconds))
+    for bad in ([], [1, 1], [0.5], "01"):
+        with pytest.raises(TaskError, match="seeds"):
+            evaluate("btt", "mlp-regression", seeds=bad, task_options=MLP)
+
+
+class _NotVmappable(MLPRegression):
+    def loss(self, model, batch):
+        loss = super().loss(model, batch)
+        float(loss.detach())  # a host read: not allowed under vmap
+        return loss
+
+
+def test_a_task_vmap_cannot_run_is_trained_seed_by_seed():
+    batched = evaluate("btt", _NotVmappable(**MLP), width=64, steps=5, device="cpu", seeds=[0, 1])
+    assert not batched.batched and batched.status == "ok"
+    solo = evaluate("btt", _NotVmappable(**MLP), width=64, steps=5, device="cpu", seed=1)
+    assert batched.runs[1].final_loss == solo.final_loss
+
+
+def test_deferred_loss_reads_change_nothing(monkeypatch):
+    kw = {"width": 64, "steps": 25, "device": "cpu", "task_options": MLP, "eval_points": 4}
+    deferred = evaluate("btt", "mlp-regression", **kw)
+    monkeypatch.setattr(train_loop, "READ_EVERY", 1)
+    every = evaluate("btt", "mlp-regression", **kw)
+    assert deferred.curve == [
+        p.model_copy(update={"wall_seconds": q.wall_seconds}) for p, q in zip(every.curve, deferred.curve, strict=True)
+    ]
+    diverged = [evaluate("btt", "mlp-regression", lr=1e4, **kw) for _ in range(1)]
+    monkeypatch.setattr(train_loop, "READ_EVERY", 16)
+    later = evaluate("btt", "mlp-regression", lr=1e4, **kw)
+    assert (later.divergence_step, later.steps, later.reason) == (
+        diverged[0].divergence_step,
+        diverged[0].steps,
+        diverged[0].reason,
+    )
+    assert len(later.curve) == len(diverged[0].curve)
+
+
+@pytest.mark.parametrize("task", [MLPRegression(**MLP), CharLM(**CHAR)])
+def test_blocked_data_is_the_per_batch_stream(task, monkeypatch):
+    def first(block: int, n: int = 5) -> list:
+        monkeypatch.setattr(type(task), "data_block", block)
+        stream = task.train_batches(torch.Generator().manual_seed(3), torch.device("cpu"))
+        return [next(stream) for _ in range(n)]
+
+    for (x1, y1), (x2, y2) in zip(first(1), first(4), strict=True):
+        assert torch.equal(x1, x2)
+        torch.testing.assert_close(y1, y2)
+
+
+@pytest.mark.parametrize("spec", ["(0|1/2|1/2|1/2|1/2|0|0)", "(0|0|1|0|1/6|5/6|0)", "(1|0|0|1/2|1/2|0|0)"])
+def test_broadcast_path_equals_general_path_forward_and_backward(spec):
+    layers = {}
+    for path in ("broadcast", "general"):
+        torch.manual_seed(0)
+        layers[path] = EinsumLinear(spec, 48, 40, path=path)
+    x = torch.randn(7, 48)
+    outs = {}
+    for path, layer in layers.items():
+        xp = x.clone().requires_grad_(True)
+        y = layer(xp)
+        (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
+        outs[path] = (y.detach(), xp.grad, *(p.grad for p in layer.parameters()))
+    for a, b in zip(outs["broadcast"], outs["general"], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_cli_evaluate_seeds_json(capsys):
+    from structsearch.cli import main
+
+    plugin = "structsearch.tasks.example_plugin:make_task"
+    assert (
+        main(["evaluate", "btt", "--task", plugin, "--option", "dim=8", "--steps", "3", "--seeds", "0", "1", "--json"])
+        == 0
+    )
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["seeds"] == [0, 1] and len(payload["runs"]) == 2 and payload["batched"] is True
+    assert main(["evaluate", "btt", "--task", plugin, "--budget", "4e7", "--proxy", "--seeds", "0", "1"]) == 0
+    assert "mean" in capsys.readouterr().out
+
+
+def test_search_has_threads(tmp_path):
+    from structsearch.cli import main
+
+    before = torch.get_num_threads()
+    args = ["search", "--space", "btt", "--evaluator", "toy", "--trials", "2", "--threads", "1", "--no-progress"]
+    assert main([*args, "--runs-dir", str(tmp_path), "--json"]) == 0
+    assert torch.get_num_threads() == 1
+    torch.set_num_threads(before)
