@@ -36,7 +36,9 @@ class Synthetic:
         self.noise = noise
         self.calls = []
 
-    def __call__(self, spec, task=None, budget=None, seed=0, width=None, **_):
+    def __call__(self, spec, task=None, budget=None, seed=0, width=None, seeds=None, **_):
+        if seeds is not None:  # a seed-batched call: one result per seed
+            return SimpleNamespace(runs=[self(spec, task, budget, s, width) for s in seeds])
         flops = 0.98 * budget  # floor(budget / step) steps: a little under the budget
         loss = self.scale.get(spec.paper, 1.0) * A * flops**-B * math.exp(self.noise * self.rng.standard_normal())
         curve = [SimpleNamespace(train_flops=0.0, val_loss=2.0)]
@@ -230,7 +232,9 @@ def test_search_confirms_the_best_and_report_and_export_say_what_the_scores_are(
     from structsearch.reporting import report
 
     class PerSeed(Synthetic):  # BTT-like structures 10% better than dense; each seed shifts the loss a little
-        def __call__(self, spec, *args, seed=0, **kw):
+        def __call__(self, spec, *args, seed=0, seeds=None, **kw):
+            if seeds is not None:
+                return SimpleNamespace(runs=[self(spec, *args, seed=s, **kw) for s in seeds])
             self.scale[spec.paper] = (0.9 if spec.theta[2] > 0 else 1.0) * (1 + 0.01 * seed)
             return super().__call__(spec, *args, seed=seed, **kw)
 
