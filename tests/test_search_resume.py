@@ -65,7 +65,7 @@ def _command(runs: Path, trials: int, study: str = "kill") -> list[str]:
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO)}
+    return {**os.environ, "PYTHONPATH": str(REPO), "STRUCTSEARCH_HEARTBEAT_S": "1", "STRUCTSEARCH_GRACE_S": "2"}
 
 
 def _finished(runs: Path, study: str) -> list[optuna.trial.FrozenTrial]:

@@ -5,10 +5,12 @@
 - :class:`TaxonomySampler`, :func:`candidate_pool` -- taxonomy steering (see ``_steering``).
 - :class:`Objective`, :func:`toy_evaluate` -- one trial's decision table; an analytic stand-in scorer.
 - :func:`open_storage`, :func:`load_existing_study` -- ``runs/<study>/journal.log`` or any Optuna URL.
+- :class:`Watch`, :func:`heartbeat_settings` -- heartbeats; dead workers' trials failed and re-queued.
 """
 
 from __future__ import annotations
 
+from structsearch.engine._heartbeat import Watch, heartbeat_settings
 from structsearch.engine._objective import Objective, TrialOutcome, toy_evaluate, worker_id
 from structsearch.engine._runner import OBJECTIVES, SAMPLERS, SearchResult, count_done, resolve_evaluator, search
 from structsearch.engine._space import (
@@ -24,7 +26,6 @@ from structsearch.engine._space import (
 from structsearch.engine._steering import CandidatePool, TaxonomySampler, candidate_pool, prior_score, sizes_key
 from structsearch.engine._storage import (
     StudyLocation,
-    find_stale_trials,
     list_studies,
     load_existing_study,
     open_storage,
@@ -44,10 +45,11 @@ __all__ = [
     "StudyLocation",
     "TaxonomySampler",
     "TrialOutcome",
+    "Watch",
     "available_spaces",
     "candidate_pool",
     "count_done",
-    "find_stale_trials",
+    "heartbeat_settings",
     "list_studies",
     "load_existing_study",
     "load_space",

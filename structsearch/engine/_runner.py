@@ -19,16 +19,11 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from structsearch.engine._heartbeat import Watch
 from structsearch.engine._objective import EvaluateFn, Objective, TrialOutcome, worker_id
 from structsearch.engine._space import Space, load_space
 from structsearch.engine._steering import CandidatePool, TaxonomySampler, candidate_pool
-from structsearch.engine._storage import (
-    HEARTBEAT_S,
-    StudyLocation,
-    check_study_name,
-    find_stale_trials,
-    open_storage,
-)
+from structsearch.engine._storage import StudyLocation, check_study_name, open_storage
 from structsearch.errors import SpaceError, StructSearchError, StudyError, TaskError
 
 __all__ = ["OBJECTIVES", "SAMPLERS", "TRAINERS", "SearchResult", "count_done", "resolve_evaluator", "search"]
@@ -118,7 +113,8 @@ def resolve_evaluator(evaluator: str | EvaluateFn | None) -> tuple[EvaluateFn, s
 
         return evaluate, "structsearch.evaluation:evaluate"
     if callable(evaluator):
-        return evaluator, f"{getattr(evaluator, '__module__', '?')}:{getattr(evaluator, '__qualname__', '?')}"
+        name = f"{getattr(evaluator, '__module__', '?')}:{getattr(evaluator, '__qualname__', '?')}"
+        return _check_signature(evaluator, name), name
     text = str(evaluator)
     if text == "toy":
         from structsearch.engine._objective import toy_evaluate
@@ -135,7 +131,24 @@ def resolve_evaluator(evaluator: str | EvaluateFn | None) -> tuple[EvaluateFn, s
         raise TaskError(f"evaluator {text!r}: cannot import ({err})") from None
     if not callable(fn):
         raise TaskError(f"evaluator {text!r}: not callable")
-    return fn, text
+    return _check_signature(fn, text), text
+
+
+def _check_signature(fn: EvaluateFn, name: str) -> EvaluateFn:
+    """Refuse, before any training, a scorer that cannot be called as ``fn(spec, task=, budget=, seed=, width=)``."""
+    import inspect
+
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # some builtins have none: the first call will tell
+        return fn
+    try:
+        signature.bind(None, task="t", budget=1.0, seed=0, width=1)
+    except TypeError as err:
+        raise TaskError(
+            f"evaluator {name!r}: cannot be called as evaluate(spec, task=, budget=, seed=, width=) ({err})"
+        ) from None
+    return fn
 
 
 def _task_defaults(task: str, strict: bool) -> tuple[float | None, int | None]:
@@ -381,8 +394,8 @@ def search(
         raise TaskError(f"budget: expected a positive number of FLOPs, got {budget!r}")
     if width is not None and (isinstance(width, bool) or not isinstance(width, int) or width < 1):
         raise TaskError(f"width: expected a positive integer, got {width!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise StudyError(f"seed: expected an integer, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise StudyError(f"seed: expected an integer in [0, 2^32), got {seed!r}")
     fn, evaluator_name = resolve_evaluator(evaluate_fn)
     default_budget, default_width = _task_defaults(task, strict=evaluate_fn is None or evaluate_fn in TRAINERS)
     budget = float(budget) if budget is not None else default_budget
@@ -433,10 +446,8 @@ def search(
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study_obj.set_metric_names(["loss", "macs"])
 
-    me = worker_id()
-    stale = find_stale_trials(study_obj, me)
-    for t in stale:
-        _requeue(study_obj, t, f"worker {t.user_attrs.get('worker', '?')} stopped before finishing it")
+    watch = Watch(study_obj, worker_id())  # heartbeats; dead workers' trials failed and re-queued
+    watch.fail_stale()
 
     session_seed = seed + 7919 * len(existing)
     opt_sampler, enqueue = _make_sampler(sampler, pool, space_obj, session_seed, pareto, trials)
@@ -456,17 +467,12 @@ def search(
             bar(done, best)
             if done >= trials or (max_trainings is not None and _count_evaluated(study_obj) >= max_trainings):
                 break
-            running = [
-                t
-                for t in study_obj.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                if t.user_attrs.get("worker") != me
-            ]
-            if done + len(running) >= trials:  # other workers are finishing the rest
+            if watch.others_finish(trials, lambda d, b=best: bar(d, b)):  # waits on others' trials
                 break
             trial = study_obj.ask()
-            trial.set_user_attr("sampler", f"{sampler}{'+steer' if steer else ''}")
             try:
-                with _heartbeat(trial):
+                with watch.beating(trial):
+                    trial.set_user_attr("sampler", f"{sampler}{'+steer' if steer else ''}")
                     outcome = scorer(study_obj, trial)
             except KeyboardInterrupt:
                 _requeue(study_obj, trial, "interrupted (Ctrl-C / SIGTERM)")
@@ -510,33 +516,9 @@ def search(
         resumed=resumed,
         elapsed_seconds=time.monotonic() - started,
         objective=objective,
-        stale_recovered=len(stale),
+        stale_recovered=watch.recovered,
         config=config,
     )
-
-
-@contextmanager
-def _heartbeat(trial: optuna.Trial) -> Iterator[None]:
-    """Refresh the trial's ``heartbeat`` user attribute while it runs (stale-trial detection)."""
-    import threading
-
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(HEARTBEAT_S):
-            try:
-                trial.set_user_attr("heartbeat", time.time())
-            except Exception:  # the trial finished meanwhile, or the storage hiccuped: the next beat retries
-                return
-
-    trial.set_user_attr("heartbeat", time.time())
-    thread = threading.Thread(target=beat, name=f"structsearch-heartbeat-{trial.number}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=5)
 
 
 def _record(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome) -> None:
