@@ -221,7 +221,8 @@ def test_stale_running_trial_is_failed_and_requeued(tmp_path, monkeypatch):
     watch = Watch(study, "me:1")
     watch.fail_stale()
     trials = study.get_trials()
-    assert watch.recovered == 1 and trials[2].state == TrialState.FAIL and trials[2].user_attrs["status"] == "interrupted"
+    assert watch.recovered == 1 and trials[2].state == TrialState.FAIL
+    assert trials[2].user_attrs["status"] == "interrupted"
     assert "no heartbeat for 3 s" in trials[2].user_attrs["reason"]
     assert trials[3].state == TrialState.RUNNING  # its worker beats: left alone
     retry = trials[4]

@@ -151,6 +151,12 @@ class Watch:
                 if now - last > self.grace:
                     self._fail(t, f"worker {worker} sent no heartbeat for {now - last:.0f} s (grace {self.grace} s)")
 
+    def ask(self) -> optuna.Trial:
+        """``study.ask()`` (Optuna warns that its heartbeat is meant for ``optimize``; here the watch beats)."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+            return self.study.ask()
+
     @contextmanager
     def beating(self, trial: optuna.Trial) -> Iterator[None]:
         """Beat for ``trial`` while the block runs (the first beat at once)."""

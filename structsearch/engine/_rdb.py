@@ -25,7 +25,7 @@ from structsearch.errors import StudyError
 
 __all__ = ["CONNECT_TIMEOUT_S", "STATEMENT_TIMEOUT_S", "engine_kwargs", "open_rdb"]
 
-CONNECT_TIMEOUT_S = 5
+CONNECT_TIMEOUT_S = 3
 STATEMENT_TIMEOUT_S = 60
 _SCHEMA_LOCK = 0x5354525543540001  # pg_advisory_lock key: "STRUCT" + 1
 _RACE_MARKERS = ("already exists", "duplicate key", "uniqueviolation", "unique constraint", "database is locked")
@@ -132,7 +132,12 @@ def open_rdb(
     import optuna
     import sqlalchemy.exc
     from optuna.storages import RDBStorage
+    from sqlalchemy.engine import make_url
 
+    try:
+        make_url(url)
+    except (ValueError, sqlalchemy.exc.ArgumentError) as err:
+        raise StudyError(f"storage {shown}: not a valid database URL ({_first_line(err)})") from None
     _check_sqlite(url, writable)
     kwargs = engine_kwargs(url)
     options: dict[str, Any] = {"engine_kwargs": kwargs, "skip_table_creation": not writable}

@@ -469,7 +469,7 @@ def search(
                 break
             if watch.others_finish(trials, lambda d, b=best: bar(d, b)):  # waits on others' trials
                 break
-            trial = study_obj.ask()
+            trial = watch.ask()
             try:
                 with watch.beating(trial):
                     trial.set_user_attr("sampler", f"{sampler}{'+steer' if steer else ''}")

@@ -113,7 +113,7 @@ def _with_socket_timeouts(url: str) -> str:
     """A Redis URL with connect and read timeouts unless it sets its own.
 
     >>> _with_socket_timeouts("redis://h:6379/0")
-    'redis://h:6379/0?socket_connect_timeout=5&socket_timeout=60'
+    'redis://h:6379/0?socket_connect_timeout=3&socket_timeout=60'
     """
     from structsearch.engine._rdb import CONNECT_TIMEOUT_S, STATEMENT_TIMEOUT_S
 
