@@ -408,8 +408,8 @@ def evaluate(
 
     spec = parse_spec(spec)
     task_obj = get_task(task, **dict(task_options or {}))
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise TaskError(f"seed: expected an integer, got {seed!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
+        raise TaskError(f"seed: expected an integer in [0, 2^32), got {seed!r}")
     if width is None:
         width = getattr(task_obj, "width_rule", "fixed")
     width_rule = width if isinstance(width, str) else "explicit"

@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from structsearch.cli._common import seed_value
 from structsearch.errors import TaskError
 
 __all__ = ["parse_options", "register", "run"]
@@ -58,7 +59,7 @@ def add_task_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="task option passed to the task factory (repeatable), e.g. teacher_width=128",
     )
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--seed", type=seed_value, default=0, help="random seed in [0, 2^32) (default 0)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     parser.add_argument("--lr", type=float, default=None, help="base learning rate (default: the task's tuned lr)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")

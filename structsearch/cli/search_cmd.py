@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from structsearch.cli._common import emit, flops, positive_int
+from structsearch.cli._common import emit, flops, positive_int, seed_value
 
 __all__ = ["register", "run"]
 
@@ -82,7 +82,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=True,
         help="taxonomy steering (default on; --no-steer: plain Optuna over raw theta)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the sampler and of training (default 0)")
+    parser.add_argument("--seed", type=seed_value, default=0, help="seed of the sampler and of training (default 0)")
     parser.add_argument("--width", type=positive_int, default=None, help="model width (default: the task's)")
     parser.add_argument(
         "--evaluator",
