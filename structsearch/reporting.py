@@ -97,6 +97,7 @@ class StudyReport:
     correlations: dict[str, dict[str, Any]]
     pareto: list[int]
     plots: dict[str, str] = field(default_factory=dict)
+    plots_error: str | None = None
     n_trials: int = 0
     n_trained: int = 0
 
@@ -117,6 +118,7 @@ class StudyReport:
             "pareto_front": self.pareto,
             "pareto_front_loss_macs": self.config.get("pareto_objective_front"),
             "plots": self.plots,
+            "plots_error": self.plots_error,
         }
 
     def __rich__(self) -> Any:
@@ -169,6 +171,8 @@ class StudyReport:
             )
         if self.plots:
             parts.append(Text("plots: " + ", ".join(self.plots.values())))
+        if self.plots_error:
+            parts.append(Text(f"plots not written: {self.plots_error}"))
         return Group(*parts)
 
 
@@ -217,13 +221,13 @@ def report(
         n_trials=len(rows),
         n_trained=len(trained),
     )
-    if plots and trained:
+    if plots and trained:  # the report stands without its plots (a read-only folder, a full disk)
         directory = Path(out_dir) if out_dir is not None else location.run_dir
         try:
             directory.mkdir(parents=True, exist_ok=True)
+            result.plots = _plot(trained, directory, study, config)
         except OSError as err:
-            raise StudyError(f"{directory}: cannot create the plot directory ({err.strerror or err})") from None
-        result.plots = _plot(trained, directory, study, config)
+            result.plots_error = f"{directory}: cannot write the plots ({err.strerror or err}); see --no-plots"
     return result
 
 

@@ -76,7 +76,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("structure", metavar="THETA_OR_NAME", help="paper notation, JSON object or structure name")
+    parser.add_argument(
+        "structure", metavar="THETA_OR_NAME", help="paper notation, JSON object, structure name or exported spec file"
+    )
     add_task_arguments(parser)
     parser.add_argument("--budget", type=float, default=None, help="training FLOPs (default: the task's proxy budget)")
     parser.add_argument("--steps", type=int, default=None, help="train a fixed number of steps instead of a budget")
@@ -99,7 +101,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from structsearch.evaluation import evaluate
+    from structsearch.layers import load_spec
 
+    args.structure = load_spec(args.structure)  # a name, a theta or an exported spec file (best.json)
     options = parse_options(args.option)
     if args.proxy:
         return _run_proxy(args, options)

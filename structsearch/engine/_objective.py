@@ -17,7 +17,8 @@ redundant      a relabelled / rank-capped proposal whose canonical          as e
 concurrent     another worker is training the same integer sizes right now  PRUNED
 evaluated      trained; values = loss (and MACs for the Pareto objective)   COMPLETE
 diverged       trained, the loss diverged                                   PRUNED
-failed         trained, the run failed (out of memory, ...)                 PRUNED
+failed         trained, the run failed (out of memory, the task raised,    PRUNED
+               the budget buys no step, ...)
 =============  ===========================================================  ==========
 
 Every proposal is canonicalised first: a redundant theta is replaced by its relabelled
@@ -265,6 +266,9 @@ class Objective:
             result = self.evaluate_fn(spec, task=self.task, budget=self.budget, seed=self.seed, width=self.width)
         except SizeError as err:
             attrs.update(status="padding", reason=str(err))
+            return TrialOutcome(TrialState.PRUNED, None, attrs)
+        except Exception as err:  # a task or scorer failing on this candidate fails this trial, not the search
+            attrs.update(status="failed", reason=f"{type(err).__name__}: {str(err).strip()[:500]}")
             return TrialOutcome(TrialState.PRUNED, None, attrs)
         # rank by the scorer's score where it has one (the proxy's extrapolated loss)
         loss = _finite(getattr(result, "score", getattr(result, "final_loss", None)))
