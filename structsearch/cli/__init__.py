@@ -62,6 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     first = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser([first] if first in COMMANDS else None)
     args = parser.parse_args(argv)
+    args.argv = argv  # what `search --workers N` starts its other workers with
     try:
         return int(args.func(args) or 0)
     except StructSearchError as err:
