@@ -163,3 +163,77 @@ def test_cli_space_file_not_utf8_and_too_fine(tmp_path):
     fine = tmp_path / "fine.yaml"
     fine.write_text("name: fine\nstep: 1e-9\n")
     _one_line(_cli("search", "--space", str(fine), "--task", "toy", "--evaluator", "toy"), "lattice", "cap")
+
+
+def make_bad_task(**options):
+    """A plugin task whose build_model raises (for the search below)."""
+    from structsearch.tasks.example_plugin import LinearMapTask
+
+    class BadTask(LinearMapTask):
+        name = "bad"
+
+        def build_model(self, linear, width):
+            raise ValueError("this plugin cannot build a model at this width")
+
+    return BadTask(**options)
+
+
+def test_cli_plugin_failing_in_build_model_fails_the_trial_and_the_search_goes_on(tmp_path):
+    res = _cli(
+        "search",
+        "--space",
+        "btt",
+        "--task",
+        "tests.test_one_line_errors:make_bad_task",
+        "--evaluator",
+        "final",
+        "--trials",
+        "2",
+        "--width",
+        "16",
+        "--no-steer",
+        "--sampler",
+        "random",
+        "--runs-dir",
+        str(tmp_path),
+        "--json",
+        "--no-progress",
+    )
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["trials"] == 2 and out["statuses"].get("failed", 0) >= 1
+    from structsearch.engine import load_existing_study
+
+    study, _ = load_existing_study(out["study"], runs_dir=tmp_path)
+    reasons = {t.user_attrs.get("reason") for t in study.get_trials() if t.user_attrs.get("status") == "failed"}
+    assert reasons == {"ValueError: this plugin cannot build a model at this width"}
+
+
+def test_cli_outputs_checked_before_training_budget_below_one_step_and_spec_files(tmp_path):
+    # scale --plot into a missing folder: refused at once, before any training
+    _one_line(
+        _cli("scale", "btt", "--widths", "16", "--budgets", "1e6", "--plot", "/no/such/dir/f.png"), "does not exist"
+    )
+    _one_line(_cli("evaluate", "btt", "--budget", "1", "--width", "16"), "buys no training step")
+    spec = tmp_path / "best.json"
+    spec.write_text(json.dumps({"specs": [{"theta": Spec.parse("btt").as_dict()}]}))
+    res = _cli("evaluate", str(spec), "--steps", "2", "--width", "16", "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["spec"] == Spec.parse("btt").paper
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(b"\xff\xfe{")
+    _one_line(_cli("evaluate", str(bad)), "not UTF-8")
+
+
+def test_scale_keeps_its_results_when_the_plot_cannot_be_written(tmp_path, monkeypatch):
+    from structsearch import scaling
+
+    def fail(result, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(scaling, "plot_frontiers", fail)
+    result = scaling.scale(
+        "btt", task="mlp-regression", widths=[16], budgets=[2e6], baseline=None, plot=str(tmp_path / "f.png")
+    )
+    assert result.plot is None and "No space left on device" in result.plot_error
+    assert result.structures[0].points[0].status == "ok"

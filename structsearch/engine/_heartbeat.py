@@ -134,12 +134,15 @@ class Watch:
             return  # another worker failed it first, or it finished meanwhile
         self.requeue(self.study, storage.get_trial(trial._trial_id))
 
-    def fail_stale(self) -> None:
-        """Fail and re-queue the running trials of dead workers."""
+    def fail_stale(self, running: list[FrozenTrial] | None = None) -> int:
+        """Fail and re-queue the running trials of dead workers; how many were failed."""
+        before = self.requeue.count
         if self.rdb:
             optuna.storages.fail_stale_trials(self.study)
+        if running is None:
+            running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         now = time.time()
-        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        for t in running:
             worker = t.user_attrs.get("worker")
             if worker == self.me:
                 continue
@@ -150,6 +153,7 @@ class Watch:
                 last = max(started, float(t.user_attrs.get("heartbeat", 0.0) or 0.0))
                 if now - last > self.grace:
                     self._fail(t, f"worker {worker} sent no heartbeat for {now - last:.0f} s (grace {self.grace} s)")
+        return self.requeue.count - before
 
     def ask(self) -> optuna.Trial:
         """``study.ask()`` (Optuna warns that its heartbeat is meant for ``optimize``; here the watch beats)."""
@@ -197,16 +201,14 @@ class Watch:
         that goes stale meanwhile is failed and re-queued, and this worker takes it (False).
         """
         while True:
-            self.fail_stale()
-            done = len(self.study.get_trials(deepcopy=False, states=_DONE))
+            current = self.study.get_trials(deepcopy=False, states=(*_DONE, TrialState.RUNNING))
+            running = [t for t in current if t.state == TrialState.RUNNING]
+            if self.fail_stale(running):
+                continue  # a dead worker's trial was re-queued: look again
+            done = len(current) - len(running)
             if done >= trials:
                 return True
-            running = [
-                t
-                for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                if t.user_attrs.get("worker") != self.me
-            ]
-            if done + len(running) < trials:
+            if done + sum(t.user_attrs.get("worker") != self.me for t in running) < trials:
                 return False
             on_wait(done)
             time.sleep(self.poll)
