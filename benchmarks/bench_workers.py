@@ -1,10 +1,11 @@
 """Load figures: trials per hour with 1, 2 and 4 local workers (``search --workers N``), journal and PostgreSQL.
 
-    python benchmarks/bench_workers.py [--trials 24] [--work 0.5] [--postgres URL] [--out benchmarks/results/workers.md]
+    python benchmarks/bench_workers.py [--trials 24] [--work 0.5] [--modes cpu sleep] [--postgres URL] [--out FILE]
 
-The task is cheap and CPU-bound: the analytic ``toy`` scorer after ``--work`` seconds of pure-Python
-arithmetic (calibrated once on this machine), so throughput should grow with workers until the
-cores run out. Each configuration is a fresh study (the PostgreSQL ones a fresh database, dropped
+The task is cheap: the analytic ``toy`` scorer after ``--work`` seconds of either pure-Python
+arithmetic (``cpu``, calibrated once on this machine: throughput grows with workers until the
+cores run out) or sleep (``sleep``: no CPU, so what limits throughput is the workers' own
+bookkeeping and the storage). Each configuration is a fresh study (the PostgreSQL ones a fresh database, dropped
 after); searches run unsteered with the random sampler so that the sampler costs next to nothing.
 
 Per configuration: trained trials per hour over the span from the first trial's start to the last
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+_PG = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def _spin(iterations: int) -> None:
@@ -45,7 +47,10 @@ def timed_evaluate(spec: Any, **kw: Any) -> Any:
     from structsearch.engine import toy_evaluate
 
     start = time.perf_counter()
-    _spin(int(os.environ["STRUCTSEARCH_BENCH_ITERATIONS"]))
+    if os.environ.get("STRUCTSEARCH_BENCH_SLEEP"):
+        time.sleep(float(os.environ["STRUCTSEARCH_BENCH_SLEEP"]))
+    else:
+        _spin(int(os.environ["STRUCTSEARCH_BENCH_ITERATIONS"]))
     result = toy_evaluate(spec, **kw)
     result.wall_seconds = time.perf_counter() - start
     return result
@@ -64,7 +69,7 @@ def _machine() -> str:
     return f"{model}, {os.cpu_count()} cores, {platform.machine()}, Python {python}; load average before: {load}"
 
 
-def _run(storage: str | None, workers: int, trials: int, runs: Path, iterations: int) -> dict[str, Any]:
+def _run(storage: str | None, workers: int, trials: int, runs: Path, work: dict[str, str]) -> dict[str, Any]:
     import optuna
 
     from structsearch.engine import load_existing_study
@@ -74,7 +79,7 @@ def _run(storage: str | None, workers: int, trials: int, runs: Path, iterations:
     command += ["--no-steer", "--sampler", "random", "--trials", str(trials), "--study", study, "--runs-dir", str(runs)]
     command += ["--evaluator", "benchmarks.bench_workers:timed_evaluate", "--workers", str(workers), "--no-progress"]
     command += ["--json"] + (["--storage", storage] if storage else [])
-    env = {**os.environ, "PYTHONPATH": str(REPO), "STRUCTSEARCH_BENCH_ITERATIONS": str(iterations)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), **work}
     done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=1800)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)}: {done.stderr.strip()}")
@@ -115,59 +120,64 @@ def _fresh_database(admin_url: str) -> tuple[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=24, help="trials per configuration (default 24)")
-    parser.add_argument("--work", type=float, default=0.5, help="CPU seconds of work per trial (default 0.5)")
+    parser.add_argument("--work", type=float, default=0.5, help="seconds of work per trial (default 0.5)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
-    parser.add_argument(
-        "--postgres", default=os.environ.get("STRUCTSEARCH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-    )
-    parser.add_argument("--out", default=None, help="also write the table as markdown here")
+    parser.add_argument("--modes", nargs="+", choices=("cpu", "sleep"), default=["cpu", "sleep"])
+    parser.add_argument("--postgres", default=os.environ.get("STRUCTSEARCH_TEST_POSTGRES", _PG))
+    parser.add_argument("--out", default=None, help="also write the tables as markdown here")
     args = parser.parse_args()
 
     import tempfile
 
     machine = _machine()
     iterations = int(args.work * _iterations_per_second())
-    rows = []
-    with tempfile.TemporaryDirectory(
-        prefix="bench-workers-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None
-    ) as tmp:
-        for kind in ("journal", "postgresql"):
-            for n in args.workers:
-                storage, drop = None, None
-                if kind == "postgresql":
-                    try:
-                        storage, drop = _fresh_database(args.postgres)
-                    except Exception as err:  # no server: the journal rows stand alone
-                        print(f"postgresql skipped: {str(err).strip().splitlines()[0]}", file=sys.stderr)
-                        break
-                try:
-                    row = {"storage": kind, **_run(storage, n, args.trials, Path(tmp), iterations)}
-                finally:
-                    if drop:
-                        drop()
-                rows.append(row)
-                print(
-                    f"{kind:10} {n} workers: {row['per_hour']:8.0f} trials/h, {row['trial_s']:.2f} s/trial, "
-                    f"storage+bookkeeping {row['storage_share']:.1%}",
-                    flush=True,
-                )
+    base = "/dev/shm" if Path("/dev/shm").is_dir() else None
     lines = [
         "# Load figures: trials per hour with 1, 2 and 4 workers",
         "",
         f"Machine: {machine}.",
         f"Command: `python benchmarks/bench_workers.py --trials {args.trials} --work {args.work}` "
         f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}). Task: the `toy` scorer after {args.work} s of "
-        "pure-Python CPU work per trial (calibrated on an idle moment of this machine); unsteered random sampler; "
-        "a fresh study (PostgreSQL: a fresh database) per row; `search --workers N`.",
-        "",
-        "| storage | workers | trials (trained) | trained / hour | wall s / trained trial | outside the scorer |",
-        "|---|---:|---:|---:|---:|---:|",
+        "work per trial; unsteered random sampler; a fresh study (PostgreSQL: a fresh database) per row; "
+        "`search --workers N`. Trials settled analytically (duplicates) cost no work and are not counted.",
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['storage']} | {r['workers']} | {r['trials']} ({r['trained']}) | {r['per_hour']:,.0f} "
-            f"| {r['trial_s']:.2f} | {r['storage_share']:.1%} |"
-        )
+    for mode in args.modes:
+        work = {"STRUCTSEARCH_BENCH_ITERATIONS": str(iterations)}
+        if mode == "sleep":
+            work = {"STRUCTSEARCH_BENCH_SLEEP": str(args.work)}
+        what = "pure-Python CPU work" if mode == "cpu" else "sleep (no CPU)"
+        lines += [
+            "",
+            f"**{mode}**: {args.work} s of {what} per trial.",
+            "",
+            "| storage | workers | trials (trained) | trained / hour | wall s / trained trial | outside the scorer |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        with tempfile.TemporaryDirectory(prefix="bench-workers-", dir=base) as tmp:
+            for kind in ("journal", "postgresql"):
+                for n in args.workers:
+                    storage, drop = None, None
+                    if kind == "postgresql":
+                        try:
+                            storage, drop = _fresh_database(args.postgres)
+                        except Exception as err:  # no server: the journal rows stand alone
+                            print(f"postgresql skipped: {str(err).strip().splitlines()[0]}", file=sys.stderr)
+                            break
+                    try:
+                        r = {"storage": kind, **_run(storage, n, args.trials, Path(tmp), work)}
+                    finally:
+                        if drop:
+                            drop()
+                    print(
+                        f"{mode:5} {kind:10} {n} workers: {r['per_hour']:8.0f} trained/h, "
+                        f"{r['trial_s']:.2f} s/trial, outside the scorer {r['storage_share']:.1%}",
+                        flush=True,
+                    )
+                    lines.append(
+                        f"| {r['storage']} | {r['workers']} | {r['trials']} ({r['trained']}) | {r['per_hour']:,.0f} "
+                        f"| {r['trial_s']:.2f} | {r['storage_share']:.1%} |"
+                    )
+    lines += ["", f"Load average after: {', '.join(f'{v:.1f}' for v in os.getloadavg())}."]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

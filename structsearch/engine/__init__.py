@@ -14,6 +14,7 @@ from structsearch.engine._heartbeat import Watch, heartbeat_settings
 from structsearch.engine._objective import Objective, TrialOutcome, toy_evaluate, worker_id
 from structsearch.engine._runner import OBJECTIVES, SAMPLERS, SearchResult, count_done, resolve_evaluator, search
 from structsearch.engine._space import (
+    LATTICE_CAP,
     SPACES_DIR,
     Constraints,
     Space,
@@ -33,6 +34,7 @@ from structsearch.engine._storage import (
 )
 
 __all__ = [
+    "LATTICE_CAP",
     "OBJECTIVES",
     "SAMPLERS",
     "SPACES_DIR",
