@@ -31,6 +31,8 @@ _LAZY = {
     "evaluate": "structsearch.evaluation",
     "proxy": "structsearch.evaluation",
     "scale": "structsearch.scaling",
+    "frontier_score": "structsearch.frontier",
+    "confirm": "structsearch.confirmation",
     "search": "structsearch.engine",
     "report": "structsearch.reporting",
     "export": "structsearch.exporting",

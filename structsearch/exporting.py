@@ -24,6 +24,7 @@ def export_document(
 ) -> dict[str, Any]:
     """The export document of the ``top`` trained structures of a study, best (lowest loss) first."""
     from structsearch import __version__
+    from structsearch.engine._references import stored_references
     from structsearch.engine._runner import _versions
     from structsearch.engine._storage import load_existing_study
     from structsearch.errors import StudyError
@@ -39,10 +40,18 @@ def export_document(
         raise StudyError(f"study {study!r} in {location.description} has no trained trial to export yet")
     rows.sort(key=lambda r: (r["loss"], r["number"]))
     stored_versions = config.get("versions", {})
+    confirmation = loaded.user_attrs.get("confirmation")
     specs = []
     for rank, r in enumerate(rows[:top], start=1):
         theta = dict(zip(CLASSES, (float(v) for v in r["theta"]), strict=True))
-        score = {"loss": r["loss"], "macs": r.get("eval_macs") or r.get("macs")}
+        score = {
+            "loss": r["loss"],
+            "label": r.get("score_label") or "loss",
+            "kind": r.get("score_kind"),
+            "band_95": [r.get("prediction_low"), r.get("prediction_high")] if r.get("prediction_low") else None,
+            "warnings": r.get("warnings") or [],
+            "macs": r.get("eval_macs") or r.get("macs"),
+        }
         specs.append(
             {
                 "rank": rank,
@@ -67,8 +76,11 @@ def export_document(
                     "space": (config.get("space") or {}).get("name"),
                     "score": score,
                     "train_flops": r.get("train_flops"),
+                    "evaluator": config.get("evaluator"),
+                    "target_flops": config.get("target_flops"),
                     "versions": stored_versions,
                 },
+                "confirmation": _confirmed(confirmation, r.get("paper"), rank),
             }
         )
     return {
@@ -83,8 +95,31 @@ def export_document(
         "seed": config.get("seed"),
         "width": config.get("width"),
         "note": "theta per class alpha..rho; load with EinsumLinear.from_spec(path, d_in, d_out, index=k)",
+        "score_label": rows[0].get("score_label") or "loss",
+        "references": {
+            name: {k: ref.get(k) for k in ("paper", "loss", "score_label", "score_kind", "final_loss")}
+            for name, ref in stored_references(loaded).items()
+        },
         "specs": specs,
     }
+
+
+def _confirmed(confirmation: dict[str, Any] | None, paper: str | None, rank: int) -> dict[str, Any] | None:
+    """The confirmation stage's figures for one spec (its seeds' mean and 95% interval; the best's tests)."""
+    if not confirmation:
+        return None
+    row = next((c for c in confirmation["structures"] if c["spec"] == paper), None)
+    if row is None:
+        return {"label": confirmation["label"], "note": "not among the confirmed structures"}
+    out = {
+        "label": confirmation["label"],
+        "compute": confirmation["compute"],
+        "seeds": confirmation["seeds"],
+        **{k: row[k] for k in ("losses", "mean", "ci_low", "ci_high", "width")},
+    }
+    if rank == 1 and row["label"] == "best":
+        out["comparisons"] = confirmation["comparisons"]
+    return out
 
 
 def export(

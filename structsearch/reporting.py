@@ -34,6 +34,16 @@ _ROW_KEYS = (
     "reason",
     "duplicate_of",
     "canonicalised_from",
+    "final_loss",
+    "wall_seconds",
+    "score_label",
+    "score_kind",
+    "target_flops",
+    "prediction_low",
+    "prediction_high",
+    "warnings",
+    "fit",
+    "ladder",
 )
 
 
@@ -100,6 +110,9 @@ class StudyReport:
     plots_error: str | None = None
     n_trials: int = 0
     n_trained: int = 0
+    score_label: str = "loss"
+    references: dict[str, dict[str, Any]] = field(default_factory=dict)
+    confirmation: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -113,7 +126,10 @@ class StudyReport:
             "n_trials": self.n_trials,
             "n_trained": self.n_trained,
             "counts": self.counts,
+            "score_label": self.score_label,
             "best": self.best,
+            "references": self.references,
+            "confirmation": self.confirmation,
             "spearman": self.correlations,
             "pareto_front": self.pareto,
             "pareto_front_loss_macs": self.config.get("pareto_objective_front"),
@@ -134,32 +150,28 @@ class StudyReport:
             f"{self.n_trials} trials, {self.n_trained} trained; "
             + ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
         )
-        table = Table(title="best trials")
-        for col in ("#", "theta", "name", "omega", "psi", "nu", "params", "MACs", "loss", "status"):
+        table = Table(title=f"best trials, by {self.score_label}")
+        for col in ("#", "theta", "name", "omega", "psi", "nu", "params", "MACs", "score", "95% band", "status"):
             table.add_column(
                 col,
                 justify="right" if col not in ("theta", "name", "status") else "left",
-                no_wrap=col in ("theta", "loss"),
+                no_wrap=col in ("theta", "score", "95% band"),
             )
         for r in self.best:
-            table.add_row(
-                str(r["number"]),
-                str(r.get("paper")),
-                r.get("name") or "",
-                _fmt(r.get("omega")),
-                _fmt(r.get("psi")),
-                _fmt(r.get("nu")),
-                f"{r.get('params') or 0:,}",
-                f"{r.get('macs') or 0:,}",
-                _fmt(r.get("loss"), 5),
-                str(r.get("status")) + (" *" if r["number"] in self.pareto else ""),
-            )
+            status = str(r.get("status")) + (" *" if r["number"] in self.pareto else "")
+            if r.get("score_kind") == "measured":
+                status += " (measured: prediction failed a check)"
+            table.add_row(str(r["number"]), *_cells(r), status)
+        for name, r in self.references.items():
+            table.add_row("ref", *_cells(r), f"reference ({name})", style="dim")
         corr = Table(title="Spearman correlation with loss (trained trials)")
         for col in ("exponent", "rho", "p", "n", "note"):
             corr.add_column(col)
         for key, v in self.correlations.items():
             corr.add_row(key, _fmt(v.get("rho")), _fmt(v.get("p")), str(v.get("n")), v.get("note", ""))
         parts: list[Any] = [head, table, corr]
+        if self.confirmation:
+            parts.extend(_confirmation_parts(self.confirmation))
         if self.pareto:
             parts.append(Text("* on the Pareto front of loss vs training FLOPs"))
         if self.config.get("pareto_objective_front") is not None:
@@ -174,6 +186,49 @@ class StudyReport:
         if self.plots_error:
             parts.append(Text(f"plots not written: {self.plots_error}"))
         return Group(*parts)
+
+
+def _cells(r: dict[str, Any]) -> list[str]:
+    low, high = r.get("prediction_low"), r.get("prediction_high")
+    return [
+        str(r.get("paper")),
+        r.get("name") or "",
+        _fmt(r.get("omega")),
+        _fmt(r.get("psi")),
+        _fmt(r.get("nu")),
+        f"{r.get('params') or 0:,}",
+        f"{r.get('macs') or 0:,}",
+        _fmt(r.get("loss"), 5),
+        f"{low:.4g}-{high:.4g}" if low is not None and high is not None and r.get("score_kind") == "predicted" else "-",
+    ]
+
+
+def _confirmation_parts(confirmation: dict[str, Any]) -> list[Any]:
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=f"confirmation: {confirmation['label']}")
+    for col in ("structure", "theta", "trial", "width", "mean", "95% interval", "per seed"):
+        table.add_column(col, justify="left" if col in ("structure", "theta", "per seed") else "right")
+    for row in confirmation["structures"]:
+        interval = f"{row['ci_low']:.4g} - {row['ci_high']:.4g}" if row.get("ci_low") is not None else "-"
+        table.add_row(
+            row["label"] + (f" ({row['structure']})" if row.get("structure") and row["role"] == "candidate" else ""),
+            row["spec"],
+            str(row["trial"]) if row.get("trial") is not None else "-",
+            str(row.get("width") or "-"),
+            _fmt(row.get("mean"), 5),
+            interval,
+            ", ".join(_fmt(v, 4) for v in row["losses"]) or (row.get("reason") or "-"),
+        )
+    lines = [_comparison_sentence(c) for c in confirmation.get("comparisons", [])]
+    return [table, Text("\n".join(lines) if lines else "no paired comparison (the best did not finish every seed)")]
+
+
+def _comparison_sentence(c: dict[str, Any]) -> str:
+    from structsearch.confirmation import Comparison
+
+    return Comparison.model_validate(c).sentence()
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
@@ -194,6 +249,7 @@ def report(
     out_dir: str | Path | None = None,
 ) -> StudyReport:
     """Report on a stored study (the default ``runs/<study>/journal.log`` or ``storage``)."""
+    from structsearch.engine._references import stored_references
     from structsearch.engine._storage import load_existing_study
     from structsearch.errors import StudyError
 
@@ -210,6 +266,7 @@ def report(
     front_idx = pareto_front([(float(r.get("train_flops") or 0.0), float(r["loss"])) for r in trained])
     front = sorted(trained[i]["number"] for i in front_idx)
     correlations = {k: _spearman(trained, k) for k in ("omega", "psi", "nu")}
+    references = stored_references(loaded)
     result = StudyReport(
         study=study,
         storage=location.description,
@@ -220,15 +277,83 @@ def report(
         pareto=front,
         n_trials=len(rows),
         n_trained=len(trained),
+        score_label=_study_score_label(trained, config),
+        references=references,
+        confirmation=loaded.user_attrs.get("confirmation"),
     )
     if plots and trained:  # the report stands without its plots (a read-only folder, a full disk)
         directory = Path(out_dir) if out_dir is not None else location.run_dir
         try:
             directory.mkdir(parents=True, exist_ok=True)
             result.plots = _plot(trained, directory, study, config)
+            frontier_png = plot_trial_frontiers(trained, references, directory / "frontiers.png", title=study)
+            if frontier_png:
+                result.plots["frontiers"] = frontier_png
         except OSError as err:
             result.plots_error = f"{directory}: cannot write the plots ({err.strerror or err}); see --no-plots"
     return result
+
+
+def _study_score_label(trained: list[dict[str, Any]], config: dict[str, Any]) -> str:
+    """What the study's scores are: the label its trials recorded (the frontier's target), else the budget's loss."""
+    predicted = [r["score_label"] for r in trained if r.get("score_kind") == "predicted" and r.get("score_label")]
+    if predicted:
+        return predicted[0].split(" (frontier fit")[0] + " (frontier fit per candidate; see each trial's ladder)"
+    if trained and trained[0].get("score_label"):
+        return str(trained[0]["score_label"])
+    budget = config.get("budget")
+    return f"loss at {budget:.3g} FLOPs" if isinstance(budget, (int, float)) else "loss"
+
+
+def plot_trial_frontiers(
+    trained: list[dict[str, Any]], references: dict[str, dict[str, Any]], path: Path, title: str, top: int = 8
+) -> str | None:
+    """One PNG: each trained candidate's ladder points and fitted frontier line, up to its target compute."""
+    rows = [r for r in trained if r.get("ladder")][:top] + [r for r in references.values() if r.get("ladder")]
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for i, r in enumerate(rows):
+        color = f"C{i % 10}"
+        pts = [(p["train_flops"], p["loss"]) for p in r["ladder"] if p.get("loss") is not None and p["train_flops"]]
+        label = ("ref " if r.get("reference") else f"#{r.get('number')} ") + (r.get("name") or r.get("paper") or "")
+        if pts:
+            ax.scatter(*zip(*pts, strict=True), color=color, s=18)
+        fit, target = r.get("fit"), r.get("target_flops")
+        if fit and target and pts:
+            c = np.geomspace(min(p[0] for p in pts), target, 40)
+            ax.plot(c, fit["a"] * c ** (-fit["b"]), "--" if r.get("reference") else "-", color=color, lw=1, label=label)
+            if r.get("prediction_low") is not None:
+                ax.errorbar(
+                    [target],
+                    [fit["a"] * target ** (-fit["b"])],
+                    yerr=[
+                        [fit["a"] * target ** (-fit["b"]) - r["prediction_low"]],
+                        [r["prediction_high"] - fit["a"] * target ** (-fit["b"])],
+                    ],
+                    color=color,
+                    capsize=3,
+                    fmt="o",
+                    ms=3,
+                )
+        else:
+            ax.plot([], [], color=color, label=label + " (no fit)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("training FLOPs")
+    ax.set_ylabel("validation loss")
+    ax.set_title(f"{title}: each candidate's rungs and frontier fit, extrapolated to the target", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
 
 
 def _plot(trained: list[dict[str, Any]], directory: Path, study: str, config: dict[str, Any]) -> dict[str, str]:

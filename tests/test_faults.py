@@ -83,6 +83,7 @@ def _search(runs: Path, trials: int, study: str, *extra: str) -> list[str]:
         "--no-progress",
         "--evaluator",
         "tests.test_faults:slow_evaluate",
+        "--no-references",  # every start the log records is a trial's
         *extra,
     ]
 

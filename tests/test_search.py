@@ -153,7 +153,10 @@ def test_search_records_everything_and_counts_trials(tmp_path):
     result = _run(tmp_path, space="full", trials=15, study="plain", steer=False, evaluate_fn=fn)
     assert result.trials == 15 and result.new_trials == 15
     trials = _trials(tmp_path, "plain")
-    assert len(fn.calls) == result.evaluated == sum(t.user_attrs["status"] == "evaluated" for t in trials)
+    assert result.evaluated == sum(t.user_attrs["status"] == "evaluated" for t in trials)
+    refs = result.references  # dense and BTT, scored the same way once per study, outside the trials
+    assert list(refs) == ["dense", "btt"] and all(r["reference"] and r["loss"] > 0 for r in refs.values())
+    assert len(fn.calls) == result.evaluated + len(refs)
     for t in trials:
         assert t.state in (TrialState.COMPLETE, TrialState.PRUNED)
         assert t.user_attrs["status"] and t.user_attrs["reason"]
@@ -165,7 +168,7 @@ def test_search_records_everything_and_counts_trials(tmp_path):
 
 def test_steered_search_never_wastes_a_trial(tmp_path):
     fn = Counting()
-    result = _run(tmp_path, space="full", trials=12, study="steered", evaluate_fn=fn)
+    result = _run(tmp_path, space="full", trials=12, study="steered", evaluate_fn=fn, references=False)
     assert result.statuses == {"evaluated": 12}
     assert len(set(fn.calls)) == 12  # no training repeated
     first = _trials(tmp_path, "steered")[0].user_attrs

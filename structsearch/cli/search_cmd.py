@@ -6,11 +6,14 @@ import argparse
 
 from structsearch.cli._common import emit, flops, positive_int, seed_value
 from structsearch.cli._workers import gather, with_workers
+from structsearch.engine._pruning import DEFAULT_PRUNER, PRUNERS
+from structsearch.frontier import TARGET_MULTIPLE
 
 __all__ = ["register", "run"]
 
 EXAMPLES = """examples:
   structsearch search --space btt --task mlp-regression --budget 1e9 --trials 12 --width 64
+  structsearch search --budget 3e9 --target-flops 1e11 --trials 24 --study mine   (frontier scoring)
   structsearch search --space full --sampler nsga2 --objective pareto --trials 40 --study pareto-full
   structsearch search --space search_spaces/kronecker.yaml --no-steer --sampler random --trials 20
   structsearch search --space full --storage postgresql://user@host/db --study shared   (one per worker)
@@ -89,9 +92,57 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--evaluator",
         default=None,
-        metavar="proxy|final|toy|MODULE:FUNC",
-        help="how a candidate is scored: 'proxy' (default: two runs, loss extrapolated to 10x the budget), "
-        "'final' (one run's final loss), 'toy' (analytic, no training) or a function like evaluate",
+        metavar="frontier|proxy|final|toy|MODULE:FUNC",
+        help="how a candidate is scored: 'frontier' (default: a ladder of widths and budgets, the "
+        "compute-efficient frontier's fitted loss at --target-flops), 'proxy' (two runs at --width, loss "
+        "extrapolated to 10x the budget), 'final' (one run's final loss at --width), 'toy' (analytic, no "
+        "training) or a function like structsearch.evaluate",
+    )
+    parser.add_argument(
+        "--target-flops",
+        type=flops,
+        default=None,
+        metavar="FLOPS",
+        help=f"the compute the frontier score predicts the loss at (default {TARGET_MULTIPLE:g}x --budget)",
+    )
+    parser.add_argument(
+        "--pruner",
+        choices=PRUNERS,
+        default=None,
+        help=f"Optuna pruner over the frontier ladder's rungs (default {DEFAULT_PRUNER})",
+    )
+    parser.add_argument(
+        "--references",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="score dense and BTT the same way, once per study, as reference rows (default on)",
+    )
+    parser.add_argument(
+        "--confirm",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="when the study is done, re-train the top candidates, dense and BTT with several seeds "
+        "and test the best against the references (default on)",
+    )
+    parser.add_argument(
+        "--confirm-top", type=positive_int, default=3, metavar="K", help="candidates to confirm (default 3)"
+    )
+    parser.add_argument(
+        "--confirm-seeds", type=positive_int, default=3, metavar="S", help="seeds per structure (default 3, at least 2)"
+    )
+    parser.add_argument(
+        "--confirm-flops",
+        type=flops,
+        default=None,
+        metavar="FLOPS",
+        help="training FLOPs of each confirmation run (default: --budget; up to --target-flops if affordable)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="torch CPU threads per training (default torch's; 1 is often fastest for small models)",
     )
     parser.add_argument(
         "--workers",
@@ -125,6 +176,14 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         width=args.width,
         evaluate_fn=args.evaluator,
+        target_flops=args.target_flops,
+        pruner=args.pruner,
+        references=args.references,
+        confirm=args.confirm,
+        confirm_top=args.confirm_top,
+        confirm_seeds=tuple(range(args.confirm_seeds)),
+        confirm_flops=args.confirm_flops,
+        threads=args.threads,
         max_trainings=args.max_trainings,
         progress=not args.no_progress,
         runs_dir=args.runs_dir,

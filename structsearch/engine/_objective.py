@@ -10,12 +10,15 @@ invalid        the proposal is not a valid theta                            PRUN
 degenerate     nu > 1 and no canonical equivalent (dense dominates it)       PRUNED
 constraint     outside the space's constraints (omega, psi, nu, params,     PRUNED
                MACs, padding at the reference width)
+dominated      dense dominates it at the search width: MACs at or above     PRUNED
+               dense's with parameters at or below dense's
 padding        the evaluator refuses the padding at its width               PRUNED
 duplicate      same integer class sizes as an earlier trial: its answer     as earlier
 redundant      a relabelled / rank-capped proposal whose canonical          as earlier
                equivalent was already trained: its answer
 concurrent     another worker is training the same integer sizes right now  PRUNED
-evaluated      trained; values = loss (and MACs for the Pareto objective)   COMPLETE
+evaluated      trained; values = score (and MACs for the Pareto objective)  COMPLETE
+pruned         the pruner stopped its ladder after a cheap rung             PRUNED
 diverged       trained, the loss diverged                                   PRUNED
 failed         trained, the run failed (out of memory, the task raised,    PRUNED
                the budget buys no step, ...)
@@ -39,13 +42,14 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from structsearch.engine._scorers import score_attrs
 from structsearch.engine._space import Space
 from structsearch.engine._steering import sizes_key
 from structsearch.errors import SizeError, SpecError
 from structsearch.spec import Spec
 from structsearch.taxonomy import analyze
 
-__all__ = ["EvaluateFn", "Objective", "TrialOutcome", "toy_evaluate", "worker_id"]
+__all__ = ["EvaluateFn", "Objective", "TrialOutcome", "dominated_by_dense", "toy_evaluate", "worker_id"]
 
 EvaluateFn = Callable[..., Any]
 """``evaluate_fn(spec, task=..., budget=..., seed=..., width=...)`` returning an object with
@@ -111,6 +115,24 @@ def toy_evaluate(
         macs=tax.macs,
         width=width,
     )
+
+
+def dominated_by_dense(params: int, macs: int, width: int) -> str | None:
+    """Why dense dominates a structure at ``width`` x ``width`` (None if it does not).
+
+    A structure that costs at least dense's MACs with at most dense's parameters buys nothing
+    for its compute; dense itself (equal counts) is not dominated.
+
+    >>> dominated_by_dense(4096, 8192, 64) is not None, dominated_by_dense(4096, 4096, 64)
+    (True, None)
+    """
+    dense = width * width
+    if macs >= dense and params <= dense and (macs, params) != (dense, dense):
+        return (
+            f"dense dominates it at width {width}: {macs:,} MACs >= dense's {dense:,} "
+            f"with {params:,} parameters <= dense's {dense:,}"
+        )
+    return None
 
 
 def _finite(x: Any) -> float | None:
@@ -185,6 +207,10 @@ class Objective:
         if violations:
             attrs.update(status="constraint", reason="; ".join(violations))
             return TrialOutcome(TrialState.PRUNED, None, attrs)
+        dominated = dominated_by_dense(tax.params, tax.macs, self.width)
+        if dominated:
+            attrs.update(status="dominated", reason=dominated)
+            return TrialOutcome(TrialState.PRUNED, None, attrs)
         earlier = self._earlier(study, attrs["sizes"], trial.number)
         if earlier is not None:
             status = "redundant" if "canonicalised_from" in attrs else "duplicate"
@@ -213,7 +239,7 @@ class Objective:
                 f"{busy.user_attrs.get('worker', '?')} is training: not trained twice",
             )
             return TrialOutcome(TrialState.PRUNED, None, attrs)
-        return self._train(spec, attrs)
+        return self._train(spec, attrs, trial)
 
     def _describe(self, spec: Spec, tax: Any) -> dict[str, Any]:
         return {
@@ -233,7 +259,7 @@ class Objective:
     @staticmethod
     def _earlier(study: optuna.Study, key: str, number: int) -> FrozenTrial | None:
         """The first finished trial trained (or answered) with the same integer sizes."""
-        settled = ("evaluated", "diverged", "failed", "padding")
+        settled = ("evaluated", "diverged", "failed", "padding", "pruned")
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
             if t.number != number and t.user_attrs.get("sizes") == key and t.user_attrs.get("status") in settled:
                 return t
@@ -261,12 +287,27 @@ class Objective:
                 return t
         return None
 
-    def _train(self, spec: Spec, attrs: dict[str, Any]) -> TrialOutcome:
+    def _rung_reporter(self, trial: optuna.Trial) -> dict[str, Any]:
+        """``on_rung`` for scorers that report rungs: each rung's loss to Optuna, and its pruner's verdict."""
+        if self.pareto or not getattr(self.evaluate_fn, "reports_rungs", False):
+            return {}  # Optuna's pruners are single-objective
+
+        def on_rung(step: int, loss: float) -> bool:
+            trial.report(loss, step)
+            return trial.should_prune()
+
+        return {"on_rung": on_rung}
+
+    def _train(self, spec: Spec, attrs: dict[str, Any], trial: optuna.Trial) -> TrialOutcome:
         try:
-            result = self.evaluate_fn(spec, task=self.task, budget=self.budget, seed=self.seed, width=self.width)
+            result = self.evaluate_fn(
+                spec, task=self.task, budget=self.budget, seed=self.seed, width=self.width, **self._rung_reporter(trial)
+            )
         except SizeError as err:
             attrs.update(status="padding", reason=str(err))
             return TrialOutcome(TrialState.PRUNED, None, attrs)
+        except optuna.TrialPruned:
+            raise
         except Exception as err:  # a task or scorer failing on this candidate fails this trial, not the search
             attrs.update(status="failed", reason=f"{type(err).__name__}: {str(err).strip()[:500]}")
             return TrialOutcome(TrialState.PRUNED, None, attrs)
@@ -282,8 +323,12 @@ class Objective:
             eval_params=int(getattr(result, "params", 0) or 0),
             eval_macs=int(getattr(result, "macs", 0) or 0),
             eval_width=int(getattr(result, "width", self.width) or self.width),
+            **score_attrs(result),
         )
         status = str(getattr(result, "status", "ok") or "ok")
+        if status == "pruned":
+            attrs.update(status="pruned", reason=str(getattr(result, "reason", None) or "pruned"))
+            return TrialOutcome(TrialState.PRUNED, None, attrs)
         if getattr(result, "diverged", False) or status == "diverged" or (loss is None and status == "ok"):
             reason = getattr(result, "reason", None) or getattr(result, "divergence_reason", None) or "diverged"
             attrs.update(status="diverged", reason=str(reason))

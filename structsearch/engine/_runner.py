@@ -19,21 +19,25 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from structsearch.engine._confirm import confirm_study
 from structsearch.engine._heartbeat import Watch
 from structsearch.engine._objective import EvaluateFn, Objective, TrialOutcome, worker_id
+from structsearch.engine._pruning import make_pruner
+from structsearch.engine._references import ensure_references, stored_references
+from structsearch.engine._scorers import TRAINERS, resolve_evaluator
 from structsearch.engine._space import Space, load_space
 from structsearch.engine._steering import CandidatePool, TaxonomySampler, candidate_pool
 from structsearch.engine._storage import StudyLocation, check_study_name, open_storage
 from structsearch.errors import SpaceError, StructSearchError, StudyError, TaskError
 
-__all__ = ["OBJECTIVES", "SAMPLERS", "TRAINERS", "SearchResult", "count_done", "resolve_evaluator", "search"]
+__all__ = ["OBJECTIVES", "SAMPLERS", "SearchResult", "count_done", "search"]
 
 SAMPLERS = ("tpe", "nsga2", "random", "grid")
 OBJECTIVES = ("loss", "pareto")
 CONFIG_ATTR = "structsearch"
 DONE_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 # settings that must match when a study is resumed (the rest may change between sessions)
-_PINNED = ("task", "budget", "objective", "width", "space")
+_PINNED = ("task", "budget", "objective", "width", "space", "evaluator", "target_flops")
 
 
 @dataclass
@@ -54,6 +58,8 @@ class SearchResult:
     objective: str
     stale_recovered: int = 0
     config: dict[str, Any] = field(default_factory=dict)
+    references: dict[str, dict[str, Any]] = field(default_factory=dict)
+    confirmation: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -92,63 +98,6 @@ def _count_evaluated(study: optuna.Study) -> int:
         t.user_attrs.get("status") in ("evaluated", "diverged", "failed")
         for t in study.get_trials(deepcopy=False, states=DONE_STATES)
     )
-
-
-# The trainers a search can score with by name; ``proxy`` is the validated default
-# (docs/evaluation.md: Spearman 0.885 against 10x its budget on mlp-regression).
-TRAINERS = ("proxy", "final")
-
-
-def resolve_evaluator(evaluator: str | EvaluateFn | None) -> tuple[EvaluateFn, str]:
-    """``None`` or ``"proxy"`` (:func:`structsearch.evaluation.proxy`: two runs, the loss
-    extrapolated to 10x the budget), ``"final"`` (:func:`structsearch.evaluation.evaluate`: one
-    run's final validation loss), ``"toy"`` (analytic, no training), ``"module:function"`` or a
-    callable. A scorer's result is read by ``score`` where it has one, else ``final_loss``."""
-    if evaluator is None or evaluator == "proxy":
-        from structsearch.evaluation import proxy
-
-        return proxy, "structsearch.evaluation:proxy"
-    if evaluator == "final":
-        from structsearch.evaluation import evaluate
-
-        return evaluate, "structsearch.evaluation:evaluate"
-    if callable(evaluator):
-        name = f"{getattr(evaluator, '__module__', '?')}:{getattr(evaluator, '__qualname__', '?')}"
-        return _check_signature(evaluator, name), name
-    text = str(evaluator)
-    if text == "toy":
-        from structsearch.engine._objective import toy_evaluate
-
-        return toy_evaluate, "toy"
-    module, _, name = text.partition(":")
-    if not module or not name:
-        raise TaskError(f"evaluator: expected 'toy' or 'package.module:function', got {text!r}")
-    import importlib
-
-    try:
-        fn = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as err:
-        raise TaskError(f"evaluator {text!r}: cannot import ({err})") from None
-    if not callable(fn):
-        raise TaskError(f"evaluator {text!r}: not callable")
-    return _check_signature(fn, text), text
-
-
-def _check_signature(fn: EvaluateFn, name: str) -> EvaluateFn:
-    """Refuse, before any training, a scorer that cannot be called as ``fn(spec, task=, budget=, seed=, width=)``."""
-    import inspect
-
-    try:
-        signature = inspect.signature(fn)
-    except (TypeError, ValueError):  # some builtins have none: the first call will tell
-        return fn
-    try:
-        signature.bind(None, task="t", budget=1.0, seed=0, width=1)
-    except TypeError as err:
-        raise TaskError(
-            f"evaluator {name!r}: cannot be called as evaluate(spec, task=, budget=, seed=, width=) ({err})"
-        ) from None
-    return fn
 
 
 def _task_defaults(task: str, strict: bool) -> tuple[float | None, int | None]:
@@ -361,47 +310,49 @@ def search(
     seed: int = 0,
     width: int | None = None,
     evaluate_fn: str | EvaluateFn | None = None,
+    target_flops: float | None = None,
+    pruner: str | None = None,
+    references: bool = True,
+    confirm: bool = True,
+    confirm_top: int = 3,
+    confirm_seeds: Sequence[int] = (0, 1, 2),
+    confirm_flops: float | None = None,
+    threads: int | None = None,
     max_trainings: int | None = None,
     progress: bool = True,
     runs_dir: str | Path | None = None,
     callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], bool | None]] = (),
 ) -> SearchResult:
-    """Search ``space`` for the structure with the lowest loss on ``task`` at ``budget`` training FLOPs.
+    """Search ``space`` for the structure with the lowest score on ``task``.
+
+    Each candidate costs ``budget`` training FLOPs (default: the task's). ``evaluate_fn``:
+    ``None`` / ``"frontier"`` scores by the compute-efficient frontier's predicted loss at
+    ``target_flops`` (default 30 x ``budget``; :mod:`structsearch.frontier`), and ``pruner``
+    (:data:`~structsearch.engine._pruning.PRUNERS`) stops weak ladders after their cheap rungs;
+    ``"proxy"`` / ``"final"`` score at one width (the search ``width``, which is otherwise the
+    width the taxonomy analyses candidates at); ``"toy"``, a callable or ``"module:function"``
+    replaces the scorer. ``references`` scores dense and BTT the same way, once per study.
+    ``threads`` sets torch's CPU threads of the built-in trainers.
 
     Runs until the study holds ``trials`` finished trials (COMPLETE or PRUNED; analytically
-    settled ones included), or ``max_trainings`` trained ones. The same call again resumes
-    the same study: trials a killed worker left RUNNING are failed and re-queued.
-    ``evaluate_fn``: ``None`` / ``"proxy"`` scores with :func:`structsearch.evaluation.proxy`,
-    ``"final"`` with one run of :func:`structsearch.evaluation.evaluate`; ``"toy"`` or a callable /
-    ``"module:function"`` replaces it (tests, dry runs). Each of ``callbacks`` is
-    called as ``callback(study, finished_trial)`` after every trial; one returning True ends the session.
+    settled ones included), or ``max_trainings`` trained ones; then, with ``confirm``, re-trains
+    the top ``confirm_top`` and the references with ``confirm_seeds`` at ``confirm_flops``
+    (default: ``budget``) and stores means, 95% intervals and paired tests in the study. The
+    same call again resumes the same study: trials a killed worker left RUNNING are failed and
+    re-queued. Each of ``callbacks`` is called as ``callback(study, finished_trial)`` after
+    every trial; one returning True ends the session.
     """
     started = time.monotonic()
     space_obj = load_space(space)
-    if objective not in OBJECTIVES:
-        raise StudyError(f"objective: expected one of {', '.join(OBJECTIVES)}, got {objective!r}")
     pareto = objective == "pareto"
     sampler = sampler or ("nsga2" if pareto else "tpe")
-    if sampler not in SAMPLERS:
-        raise StudyError(f"sampler: expected one of {', '.join(SAMPLERS)}, got {sampler!r}")
-    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
-        raise StudyError(f"trials: expected a positive integer, got {trials!r}")
-    if max_trainings is not None and (not isinstance(max_trainings, int) or max_trainings < 1):
-        raise StudyError(f"max_trainings: expected a positive integer, got {max_trainings!r}")
-    if budget is not None and (
-        isinstance(budget, bool) or not isinstance(budget, (int, float)) or not math.isfinite(budget) or budget <= 0
-    ):
-        raise TaskError(f"budget: expected a positive number of FLOPs, got {budget!r}")
-    if width is not None and (isinstance(width, bool) or not isinstance(width, int) or width < 1):
-        raise TaskError(f"width: expected a positive integer, got {width!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
-        raise StudyError(f"seed: expected an integer in [0, 2^32), got {seed!r}")
-    fn, evaluator_name = resolve_evaluator(evaluate_fn)
+    _check_arguments(objective, sampler, trials, max_trainings, budget, width, seed, confirm_top, confirm_seeds)
+    fn, evaluator_name = resolve_evaluator(evaluate_fn, target_flops=target_flops, threads=threads)
     default_budget, default_width = _task_defaults(task, strict=evaluate_fn is None or evaluate_fn in TRAINERS)
     budget = float(budget) if budget is not None else default_budget
     width = width or default_width or 64
     name = check_study_name(study or _default_study_name(space_obj, task, objective))
-
+    study_pruner = make_pruner(pruner)
     config = {
         "space": space_obj.model_dump(mode="json"),
         "param_names": list(space_obj.param_names),
@@ -413,6 +364,8 @@ def search(
         "sampler": sampler,
         "steer": steer,
         "evaluator": evaluator_name,
+        "target_flops": getattr(fn, "target_flops", None),
+        "pruner": pruner or type(study_pruner).__name__,
         "versions": _versions(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -426,30 +379,8 @@ def search(
     elif sampler == "grid" and space_obj.step is None:
         raise SpaceError(f"space {space_obj.name}: continuous (step: null); --sampler grid needs a space with a step")
     location = open_storage(name, storage, runs_dir)
-    directions = ["minimize", "minimize"] if pareto else ["minimize"]
-    try:
-        study_obj = optuna.create_study(
-            study_name=name, storage=location.storage, directions=directions, load_if_exists=True
-        )
-    except ValueError as err:
-        raise StudyError(f"study {name} in {location.description}: {err}") from None
-    if list(study_obj.directions) != [optuna.study.StudyDirection.MINIMIZE] * len(directions):
-        raise StudyError(
-            f"study {name} in {location.description} has {len(study_obj.directions)} objective(s); "
-            f"got objective={objective!r}; pick another --study name"
-        )
-    existing = study_obj.get_trials(deepcopy=False)
-    resumed = bool(existing)
-    _check_resume(study_obj, config, location)
-    if pareto and not resumed:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study_obj.set_metric_names(["loss", "macs"])
-
-    watch = Watch(study_obj, worker_id())  # heartbeats; dead workers' trials failed and re-queued
-    watch.fail_stale()
-
-    session_seed = seed + 7919 * len(existing)
+    study_obj, resumed, watch = _open_study(name, location, pareto, objective, config, study_pruner)
+    session_seed = seed + 7919 * len(study_obj.get_trials(deepcopy=False))
     opt_sampler, enqueue = _make_sampler(sampler, pool, space_obj, session_seed, pareto, trials)
     if enqueue and not resumed:
         for params in enqueue:
@@ -457,49 +388,17 @@ def search(
     if sampler == "grid" and not steer:
         _enqueue_grid(study_obj, space_obj, seed, trials)
     study_obj.sampler = opt_sampler
+    if references:
+        ensure_references(study_obj, fn, task=task, budget=budget, seed=seed, width=width)
 
     scorer = Objective(space_obj, task=task, budget=budget, seed=seed, width=width, evaluate_fn=fn, pareto=pareto)
-    new = 0
-    best = _best(study_obj)
-    with _progress(progress, trials, count_done(study_obj), best) as bar, _sigterm_as_interrupt():
-        while True:
-            done = count_done(study_obj)
-            bar(done, best)
-            if done >= trials or (max_trainings is not None and _count_evaluated(study_obj) >= max_trainings):
-                break
-            if watch.others_finish(trials, lambda d, b=best: bar(d, b)):  # waits on others' trials
-                break
-            trial = watch.ask()
-            try:
-                with watch.beating(trial):
-                    trial.set_user_attr("sampler", f"{sampler}{'+steer' if steer else ''}")
-                    outcome = scorer(study_obj, trial)
-            except KeyboardInterrupt:
-                _requeue(study_obj, trial, "interrupted (Ctrl-C / SIGTERM)")
-                raise
-            except StructSearchError as err:
-                trial.set_user_attr("status", "error")
-                trial.set_user_attr("reason", str(err))
-                study_obj.tell(trial, state=TrialState.FAIL)
-                raise
-            except Exception as err:
-                trial.set_user_attr("status", "error")
-                trial.set_user_attr("reason", f"{type(err).__name__}: {err}"[:500])
-                study_obj.tell(trial, state=TrialState.FAIL)
-                raise
-            try:
-                _record(study_obj, trial, outcome)
-            except KeyboardInterrupt:
-                _requeue(study_obj, trial, "interrupted (Ctrl-C / SIGTERM) while recording")
-                raise
-            new += 1
-            if outcome.state == TrialState.COMPLETE:
-                best = _best(study_obj)
-            if callbacks:
-                finished = study_obj._storage.get_trial(trial._trial_id)
-                if any([bool(cb(study_obj, finished)) for cb in callbacks]):
-                    break
-        bar(count_done(study_obj), best)
+    label = f"{sampler}{'+steer' if steer else ''}"
+    new = _run_trials(watch, scorer, label, trials, max_trainings, progress, callbacks)
+    trains = evaluate_fn is None or evaluate_fn in TRAINERS  # the confirmation trains on the task itself
+    if confirm and trains and not pareto and count_done(study_obj) >= trials:
+        confirm_study(
+            study_obj, task=task, compute=confirm_flops or budget, seeds=confirm_seeds, top=confirm_top, threads=threads
+        )
 
     trials_all = study_obj.get_trials(deepcopy=False, states=DONE_STATES)
     statuses = Counter(str(t.user_attrs.get("status", "?")) for t in trials_all)
@@ -518,7 +417,141 @@ def search(
         objective=objective,
         stale_recovered=watch.recovered,
         config=config,
+        references=stored_references(study_obj),
+        confirmation=study_obj.user_attrs.get("confirmation"),
     )
+
+
+def _check_arguments(
+    objective: str,
+    sampler: str,
+    trials: Any,
+    max_trainings: Any,
+    budget: Any,
+    width: Any,
+    seed: Any,
+    confirm_top: Any,
+    confirm_seeds: Any,
+) -> None:
+    """One-line errors for bad arguments, before anything is created."""
+    if objective not in OBJECTIVES:
+        raise StudyError(f"objective: expected one of {', '.join(OBJECTIVES)}, got {objective!r}")
+    if sampler not in SAMPLERS:
+        raise StudyError(f"sampler: expected one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise StudyError(f"trials: expected a positive integer, got {trials!r}")
+    if max_trainings is not None and (not isinstance(max_trainings, int) or max_trainings < 1):
+        raise StudyError(f"max_trainings: expected a positive integer, got {max_trainings!r}")
+    if budget is not None and (
+        isinstance(budget, bool) or not isinstance(budget, (int, float)) or not math.isfinite(budget) or budget <= 0
+    ):
+        raise TaskError(f"budget: expected a positive number of FLOPs, got {budget!r}")
+    if width is not None and (isinstance(width, bool) or not isinstance(width, int) or width < 1):
+        raise TaskError(f"width: expected a positive integer, got {width!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise StudyError(f"seed: expected an integer in [0, 2^32), got {seed!r}")
+    if isinstance(confirm_top, bool) or not isinstance(confirm_top, int) or confirm_top < 1:
+        raise StudyError(f"confirm_top: expected a positive integer, got {confirm_top!r}")
+    seeds = list(confirm_seeds)
+    if len(seeds) < 2 or len(set(seeds)) != len(seeds) or not all(isinstance(v, int) for v in seeds):
+        raise StudyError(f"confirm_seeds: expected at least 2 distinct integer seeds, got {seeds!r}")
+
+
+def _open_study(
+    name: str,
+    location: StudyLocation,
+    pareto: bool,
+    objective: str,
+    config: dict[str, Any],
+    pruner: optuna.pruners.BasePruner,
+) -> tuple[optuna.Study, bool, Watch]:
+    """Create or load the study, check that a resumed one matches, re-queue trials dead workers left."""
+    directions = ["minimize", "minimize"] if pareto else ["minimize"]
+    try:
+        study_obj = optuna.create_study(
+            study_name=name, storage=location.storage, directions=directions, load_if_exists=True, pruner=pruner
+        )
+    except ValueError as err:
+        raise StudyError(f"study {name} in {location.description}: {err}") from None
+    if list(study_obj.directions) != [optuna.study.StudyDirection.MINIMIZE] * len(directions):
+        raise StudyError(
+            f"study {name} in {location.description} has {len(study_obj.directions)} objective(s); "
+            f"got objective={objective!r}; pick another --study name"
+        )
+    resumed = bool(study_obj.get_trials(deepcopy=False))
+    _check_resume(study_obj, config, location)
+    if pareto and not resumed:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study_obj.set_metric_names(["loss", "macs"])
+    watch = Watch(study_obj, worker_id())  # heartbeats; dead workers' trials failed and re-queued
+    watch.fail_stale()
+    return study_obj, resumed, watch
+
+
+def _run_trials(
+    watch: Watch,
+    scorer: Objective,
+    label: str,
+    trials: int,
+    max_trainings: int | None,
+    progress: bool,
+    callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], bool | None]],
+) -> int:
+    """Ask, settle or train, record, until the study holds ``trials``; returns the trials this session added.
+
+    While other workers' running trials could still fill the study this worker waits for them
+    instead of leaving; one whose worker dies is re-queued and run here (``_heartbeat``).
+    """
+    study_obj = watch.study
+    new = 0
+    best = _best(study_obj)
+    with _progress(progress, trials, count_done(study_obj), best) as bar, _sigterm_as_interrupt():
+        while True:
+            done = count_done(study_obj)
+            bar(done, best)
+            if done >= trials or (max_trainings is not None and _count_evaluated(study_obj) >= max_trainings):
+                break
+            if watch.others_finish(trials, lambda d, b=best: bar(d, b)):  # waits on others' trials
+                break
+            trial = watch.ask()
+            outcome = _score_trial(watch, trial, scorer, label)
+            try:
+                _record(study_obj, trial, outcome)
+            except KeyboardInterrupt:
+                _requeue(study_obj, trial, "interrupted (Ctrl-C / SIGTERM) while recording")
+                raise
+            new += 1
+            if outcome.state == TrialState.COMPLETE:
+                best = _best(study_obj)
+            if callbacks:
+                finished = study_obj._storage.get_trial(trial._trial_id)
+                if any([bool(cb(study_obj, finished)) for cb in callbacks]):
+                    break
+        bar(count_done(study_obj), best)
+    return new
+
+
+def _score_trial(watch: Watch, trial: optuna.Trial, scorer: Objective, label: str) -> TrialOutcome:
+    """Run the objective on one trial; an interruption re-queues it, an error fails it and propagates."""
+    study_obj = watch.study
+    try:
+        with watch.beating(trial):
+            trial.set_user_attr("sampler", label)
+            return scorer(study_obj, trial)
+    except KeyboardInterrupt:
+        _requeue(study_obj, trial, "interrupted (Ctrl-C / SIGTERM)")
+        raise
+    except StructSearchError as err:
+        trial.set_user_attr("status", "error")
+        trial.set_user_attr("reason", str(err))
+        study_obj.tell(trial, state=TrialState.FAIL)
+        raise
+    except Exception as err:
+        trial.set_user_attr("status", "error")
+        trial.set_user_attr("reason", f"{type(err).__name__}: {err}"[:500])
+        study_obj.tell(trial, state=TrialState.FAIL)
+        raise
 
 
 def _record(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome) -> None:

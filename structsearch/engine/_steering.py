@@ -97,6 +97,9 @@ def prior_score(space: Space, omega: np.ndarray, psi: np.ndarray, nu: np.ndarray
 def candidate_pool(space: Space, width: int, seed: int = 0, max_points: int = MAX_POOL) -> CandidatePool:
     """The canonical candidates of ``space`` at the reference layer ``width x width``.
 
+    Candidates outside the space's constraints, and those dense dominates (at least its MACs
+    with at most its parameters), are left out: they would be settled without training anyway.
+
     >>> from structsearch.engine._space import load_space
     >>> pool = candidate_pool(load_space("kronecker"), 64)
     >>> len(pool) > 10, bool((pool.nu <= 1).all())
@@ -127,6 +130,10 @@ def candidate_pool(space: Space, width: int, seed: int = 0, max_points: int = MA
     if c.max_macs is not None:
         keep &= info["macs"] <= c.max_macs
     keep &= info["padding"] <= c.max_padding + eps
+    dense = width * width  # dense dominates: as many MACs or more for as many parameters or fewer
+    keep &= ~(
+        (info["macs"] >= dense) & (info["params"] <= dense) & ((info["macs"] != dense) | (info["params"] != dense))
+    )
     idx = np.flatnonzero(keep)
     # one candidate per integer size pattern (the first in lattice order)
     _, first = np.unique(info["sizes"][idx], axis=0, return_index=True)
@@ -272,8 +279,8 @@ class TaxonomySampler(BaseSampler):
             tried.add(i)
             if t.state == TrialState.COMPLETE and t.values and t.user_attrs.get("status") == "evaluated":
                 observed[i] = float(t.values[0])
-            elif t.state == TrialState.PRUNED and t.user_attrs.get("status") == "diverged":
-                observed[i] = None
+            elif t.state == TrialState.PRUNED and t.user_attrs.get("status") in ("diverged", "pruned"):
+                observed[i] = None  # a pruned ladder lost to the others at a cheap rung: scored as the worst
         untried = np.array([i for i in range(len(self._pool)) if i not in tried], dtype=int)
         if not len(untried):
             return None

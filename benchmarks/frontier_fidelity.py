@@ -1,0 +1,248 @@
+"""Fidelity of the search's scores against the compute-optimal ground truth.
+
+Ground truth (benchmarks/frontier_truth.py): each structure's frontier loss at ``--target``
+FLOPs, the minimum over widths of a run that spends the whole target. Each scorer below
+spends ``--budget`` FLOPs per structure (``target / budget`` >= 30); the table gives its
+Spearman rank correlation with the ground truth, side by side:
+
+- ``frontier:<name>``: :func:`structsearch.frontier.frontier_score` with the ladders of
+  ``LADDERS`` (the search's default is ``iso-flop``), predicting the loss at the target;
+- ``proxy@W``: today's fixed-width two-run proxy (:func:`structsearch.evaluation.proxy`) at width W;
+- ``final@W``: one run's final loss at width W.
+
+Trainings are cached in the ground truth's JSONL (same key), so reruns only fit and rank.
+
+    python benchmarks/frontier_fidelity.py --target 1e11 --budget 3e9
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+from frontier_truth import STRUCTURES, cache_key, load_cache
+from scipy.stats import kendalltau, spearmanr
+
+import structsearch.evaluation as evaluation
+from structsearch.frontier import Ladder, frontier_score
+from structsearch.spec import parse_spec
+
+LADDERS = {
+    "iso-flop": Ladder(rule="iso-flop", fractions=(0.1, 0.3, 0.6), width_exponent=0.3),
+    "fixed": Ladder(rule="fixed", fractions=(0.1, 0.3, 0.6), width_exponent=0.3),
+    "iso-flop-2": Ladder(rule="iso-flop", fractions=(0.25, 0.75), width_exponent=0.3),
+    "iso-flop-wide": Ladder(rule="iso-flop", fractions=(0.1, 0.3, 0.6), width_exponent=0.15),
+}
+_real_evaluate = evaluation.evaluate
+
+
+def cached_evaluate(cache: dict, path: Path, task: str):
+    """evaluation.evaluate through the JSONL cache (a cached run returns the fields scorers read)."""
+
+    def run(spec, task_obj=None, budget=None, seed=0, width=None, **kw):
+        spec = parse_spec(spec)
+        key = cache_key(task, spec.paper, int(width), float(budget), seed)
+        if key not in cache:
+            r = _real_evaluate(spec, task_obj or task, budget=budget, seed=seed, width=width, device="cpu", **kw)
+            cache[key] = {
+                "key": key,
+                "task": task,
+                "spec": spec.paper,
+                "name": spec.name,
+                "width": r.width,
+                "budget": float(budget),
+                "seed": seed,
+                "status": r.status,
+                "final_loss": r.final_loss,
+                "train_flops": r.train_flops,
+                "steps": r.steps,
+                "wall_seconds": r.wall_seconds,
+                "params": r.params,
+                "macs": r.macs,
+                "reason": r.reason,
+                "curve": [[p.train_flops, p.val_loss] for p in r.curve],
+            }
+            with path.open("a") as f:
+                f.write(json.dumps(cache[key]) + "\n")
+        row = cache[key]
+        curve = [SimpleNamespace(train_flops=c, val_loss=v) for c, v in row.get("curve", [])]
+        return SimpleNamespace(**{**row, "curve": curve, "macs": row.get("macs", 0), "budget": row["budget"]})
+
+    return run
+
+
+def truth(cache: dict, task: str, target: float, widths: list[int], seed: int = 0) -> dict[str, dict]:
+    out = {}
+    for spec in STRUCTURES:
+        paper = parse_spec(spec).paper
+        rows = [cache.get(cache_key(task, paper, w, target, seed)) for w in widths]
+        losses = {w: r["final_loss"] for w, r in zip(widths, rows, strict=True) if r and r["final_loss"] is not None}
+        if len(rows) == sum(r is not None for r in rows) and losses:
+            best = min(losses, key=losses.get)
+            out[spec] = {"loss": losses[best], "width": best, "losses": losses}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", default="mlp-regression")
+    parser.add_argument("--target", type=float, default=1e11)
+    parser.add_argument("--budget", type=float, default=3e9, help="per-structure scoring budget")
+    parser.add_argument("--widths", type=int, nargs="+", default=[128, 256, 512, 1024], help="ground-truth widths")
+    parser.add_argument("--proxy-widths", type=int, nargs="+", default=[128])
+    parser.add_argument("--scorers", nargs="+", default=None, help="subset of scorer names")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--cache", default="benchmarks/results/frontier_truth.jsonl")
+    parser.add_argument("--out", default="benchmarks/results/frontier_fidelity")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    path = Path(args.cache)
+    cache = load_cache(path)
+    evaluation.evaluate = cached_evaluate(cache, path, args.task)  # frontier_score and proxy train through it
+    gt = truth(cache, args.task, args.target, args.widths)
+    specs = [s for s in STRUCTURES if s in gt]
+    scorers = {f"frontier:{k}": k for k in LADDERS}
+    scorers.update({f"proxy@{w}": w for w in args.proxy_widths})
+    scorers.update({f"final@{w}": w for w in args.proxy_widths})
+    if args.scorers:
+        scorers = {k: v for k, v in scorers.items() if k in args.scorers}
+    start = time.perf_counter()
+    table: dict[str, dict[str, dict]] = {name: {} for name in scorers}
+    for name, arg in scorers.items():
+        for spec in specs:
+            if name.startswith("frontier:"):
+                r = frontier_score(spec, args.task, args.budget, target_flops=args.target, ladder=LADDERS[arg])
+                row = {
+                    "score": r.score,
+                    "kind": r.score_kind,
+                    "prediction": r.prediction,
+                    "band": [r.prediction_low, r.prediction_high],
+                    "warnings": r.warnings,
+                    "widths": [g.width for g in r.rungs],
+                    "rungs": [[g.train_flops, g.final_loss] for g in r.rungs],
+                    "flops": r.train_flops,
+                    "seconds": r.wall_seconds,
+                }
+            elif name.startswith("proxy@"):
+                r = evaluation.proxy(spec, args.task, args.budget, width=arg, horizon=args.target / args.budget)
+                row = {"score": r.score, "flops": r.train_flops, "seconds": r.wall_seconds}
+            else:
+                r = evaluation.evaluate(spec, args.task, budget=args.budget, width=arg)
+                row = {"score": r.final_loss, "flops": r.train_flops, "seconds": r.wall_seconds}
+            table[name][spec] = row
+            print(f"{name:22s} {spec:32s} score={row['score']}", flush=True)
+    truth_scores = [gt[s]["loss"] for s in specs]
+    summary = {}
+    for name, rows in table.items():
+        scores = [rows[s]["score"] if rows[s]["score"] is not None else math.inf for s in specs]
+        rho, p = spearmanr(scores, truth_scores)
+        tau, _ = kendalltau(scores, truth_scores)
+        summary[name] = {
+            "spearman": float(rho),
+            "p": float(p),
+            "kendall": float(tau),
+            "flops_per_structure": float(np.mean([rows[s]["flops"] for s in specs])),
+            "seconds_per_structure": float(np.mean([rows[s]["seconds"] for s in specs])),
+            "fallbacks": sum(bool(rows[s].get("warnings")) for s in specs),
+        }
+    doc = {
+        "task": args.task,
+        "target": args.target,
+        "budget": args.budget,
+        "widths": args.widths,
+        "truth": gt,
+        "scores": table,
+        "summary": summary,
+        "seconds": time.perf_counter() - start,
+    }
+    out = Path(args.out)
+    out.with_suffix(".json").write_text(json.dumps(doc, indent=1))
+    write_markdown(doc, specs, out.with_suffix(".md"), args)
+    plot(doc, specs, out.with_suffix(".png"))
+    for name, v in summary.items():
+        print(f"{name:22s} Spearman {v['spearman']:.3f} (p={v['p']:.2g})")
+
+
+def write_markdown(doc: dict, specs: list[str], path: Path, args: argparse.Namespace) -> None:
+
+    names = list(doc["summary"])
+    lines = [
+        f"# Score fidelity against the compute-optimal ground truth ({doc['task']})",
+        "",
+        f"Ground truth: each structure's frontier loss at {doc['target']:.3g} training FLOPs, the minimum over widths "
+        f"{', '.join(map(str, doc['widths']))} (one run per width spending the whole target, seed 0). "
+        f"Every scorer spends about {doc['budget']:.3g} FLOPs per structure "
+        f"(the target is {doc['target'] / doc['budget']:.0f}x that). "
+        f"Machine: {_cpu()}, 2 cores shared with other work, "
+        f"{args.threads} thread(s) per run.",
+        "",
+        "| scorer | Spearman | p | Kendall | FLOPs / structure | train s / structure | fell back to measured |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in names:
+        v = doc["summary"][name]
+        lines.append(
+            f"| {name} | **{v['spearman']:.3f}** | {v['p']:.2g} | {v['kendall']:.3f} | {v['flops_per_structure']:.3g} "
+            f"| {v['seconds_per_structure']:.1f} | {v['fallbacks']} |"
+        )
+    lines += [
+        "",
+        "| structure | truth | best width | " + " | ".join(names) + " |",
+        "|---|---:|---:|" + "---:|" * len(names),
+    ]
+    for s in specs:
+        t = doc["truth"][s]
+        cells = []
+        for n in names:
+            v = doc["scores"][n][s]["score"]
+            cells.append("-" if v is None else f"{v:.4f}")
+        lines.append(f"| {s} | {t['loss']:.4f} | {t['width']} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"Command: `python benchmarks/frontier_fidelity.py --target {doc['target']:g} --budget {doc['budget']:g}`",
+        "",
+        "![fidelity](frontier_fidelity.png)",
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _cpu() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    import platform
+
+    return platform.machine()
+
+
+def plot(doc: dict, specs: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(doc["summary"])
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.4), squeeze=False)
+    truth_scores = [doc["truth"][s]["loss"] for s in specs]
+    for ax, name in zip(axes[0], names, strict=True):
+        scores = [doc["scores"][name][s]["score"] or np.nan for s in specs]
+        ax.scatter(scores, truth_scores, s=14)
+        for x, y, s in zip(scores, truth_scores, specs, strict=True):
+            ax.annotate(s.split("|")[0] if s.startswith("(") else s, (x, y), fontsize=5)
+        ax.set_title(f"{name}\nSpearman {doc['summary'][name]['spearman']:.2f}", fontsize=8)
+        ax.set_xlabel("score", fontsize=7)
+        ax.set_ylabel(f"truth: frontier loss at {doc['target']:.2g}", fontsize=7)
+        ax.tick_params(labelsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""The search's confirmation stage: the top candidates and the references, re-trained with seeds.
+
+:func:`confirm_study` picks the study's top ``top`` trained candidates by score, hands them
+with dense and BTT to :func:`structsearch.confirmation.confirm`, and stores the result in the
+study's user attribute ``confirmation`` (``report`` and ``export`` read it from there). A
+worker claims the stage first (``confirmation_claim``) so that concurrent workers finishing
+together do not all run it; a claim older than :data:`CLAIM_TIMEOUT_S` without a result is
+treated as abandoned.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from structsearch.engine._objective import worker_id
+
+__all__ = ["CLAIM_TIMEOUT_S", "confirm_study", "top_trials"]
+
+CLAIM_TIMEOUT_S = 6 * 3600.0
+
+
+def top_trials(study: optuna.Study, top: int) -> list[Any]:
+    """The ``top`` trained trials with the lowest score (references excluded), best first."""
+    done = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.user_attrs.get("status") == "evaluated" and t.user_attrs.get("loss") is not None
+    ]
+    done.sort(key=lambda t: (t.user_attrs["loss"], t.number))
+    seen, out = set(), []
+    for t in done:
+        if t.user_attrs.get("sizes") not in seen:
+            seen.add(t.user_attrs.get("sizes"))
+            out.append(t)
+    return out[:top]
+
+
+def confirm_study(
+    study: optuna.Study,
+    *,
+    task: str,
+    compute: float,
+    seeds: Sequence[int],
+    top: int,
+    threads: int | None = None,
+    force: bool = False,
+) -> dict[str, Any] | None:
+    """Run (or skip, if another worker holds it or it is done) the confirmation; returns what is stored."""
+    from structsearch.confirmation import confirm
+
+    attrs = study.user_attrs
+    if not force and "confirmation" in attrs:
+        return attrs["confirmation"]
+    claim = attrs.get("confirmation_claim")
+    held = claim and time.time() - float(claim.get("time", 0)) < CLAIM_TIMEOUT_S
+    if not force and held and claim.get("worker") != worker_id():
+        return None
+    trials = top_trials(study, top)
+    if not trials:
+        return None
+    study.set_user_attr("confirmation_claim", {"worker": worker_id(), "time": time.time()})
+    labels = ["best"] + [f"top {i + 2}" for i in range(len(trials) - 1)]
+    structures = {label: t.user_attrs["paper"] for label, t in zip(labels, trials, strict=True)}
+    numbers = {label: t.number for label, t in zip(labels, trials, strict=True)}
+    result = confirm(structures, task, compute, seeds, trials=numbers, threads=threads).to_dict()
+    study.set_user_attr("confirmation", result)
+    return result

@@ -1,0 +1,155 @@
+"""How a search scores a candidate: the named evaluators, and what each trial records of its score.
+
+``frontier`` (the default) is :func:`structsearch.frontier.frontier_score`: a ladder of widths
+and budgets, the frontier's fitted loss at the target compute, intermediate values per rung for
+an Optuna pruner. ``proxy`` and ``final`` are the fixed-width scores of earlier versions
+(docs/evaluation.md), ``toy`` an analytic stand-in; ``module:function`` or a callable plugs
+in anything with :func:`structsearch.evaluation.evaluate`'s signature.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from structsearch.errors import TaskError
+
+__all__ = ["EVALUATORS", "FrontierScorer", "resolve_evaluator", "score_attrs"]
+
+EVALUATORS = ("frontier", "proxy", "final", "toy")
+# The scorers that train with a task's own settings (the others may not know the task).
+TRAINERS = ("frontier", "proxy", "final")
+
+EvaluateFn = Callable[..., Any]
+
+
+class FrontierScorer:
+    """:func:`~structsearch.frontier.frontier_score` with a study's target compute and ladder.
+
+    ``reports_rungs`` tells the objective to pass ``on_rung``, through which each rung's loss
+    reaches Optuna (``trial.report``) and its pruner.
+    """
+
+    reports_rungs = True
+
+    def __init__(self, target_flops: float | None = None, ladder: Any = None, threads: int | None = None) -> None:
+        from structsearch.frontier import DEFAULT_LADDER
+
+        self.target_flops = target_flops
+        self.ladder = ladder or DEFAULT_LADDER
+        self.threads = threads
+
+    def __call__(self, spec: Any, **kwargs: Any) -> Any:
+        from structsearch.frontier import frontier_score
+
+        return frontier_score(spec, target_flops=self.target_flops, ladder=self.ladder, threads=self.threads, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"FrontierScorer(target_flops={self.target_flops!r}, ladder={self.ladder.describe()!r})"
+
+
+def resolve_evaluator(
+    evaluator: str | EvaluateFn | None, *, target_flops: float | None = None, threads: int | None = None
+) -> tuple[EvaluateFn, str]:
+    """The scoring function and its recorded name.
+
+    ``None`` or ``"frontier"``: :class:`FrontierScorer` (the frontier's loss at ``target_flops``,
+    default 30 x the budget); ``"proxy"``: two runs at the search width, loss extrapolated to
+    10 x the budget; ``"final"``: one run's final validation loss; ``"toy"``: analytic, no
+    training; ``"module:function"`` or a callable. A scorer's result is ranked by ``score``
+    where it has one, else ``final_loss``. ``threads`` sets torch's CPU threads of the
+    built-in trainers (1 is often several times faster for small models on a shared machine).
+    """
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise TaskError(f"threads: expected a positive integer, got {threads!r}")
+    if evaluator is None or evaluator == "frontier":
+        return FrontierScorer(target_flops, threads=threads), "structsearch.frontier:frontier_score"
+    if target_flops is not None:
+        raise TaskError("target_flops: only the frontier evaluator predicts at a target compute")
+    if evaluator in ("proxy", "final"):
+        from functools import partial
+
+        from structsearch.evaluation import evaluate, proxy
+
+        fn = proxy if evaluator == "proxy" else evaluate
+        return (partial(fn, threads=threads) if threads else fn), f"structsearch.evaluation:{fn.__name__}"
+    if callable(evaluator):
+        name = f"{getattr(evaluator, '__module__', '?')}:{getattr(evaluator, '__qualname__', '?')}"
+        return _check_signature(evaluator, name), name
+    text = str(evaluator)
+    if text == "toy":
+        from structsearch.engine._objective import toy_evaluate
+
+        return toy_evaluate, "toy"
+    module, _, name = text.partition(":")
+    if not module or not name:
+        raise TaskError(
+            f"evaluator: expected one of {', '.join(EVALUATORS)} or 'package.module:function', got {text!r}"
+        )
+    try:
+        fn = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as err:
+        raise TaskError(f"evaluator {text!r}: cannot import ({err})") from None
+    if not callable(fn):
+        raise TaskError(f"evaluator {text!r}: not callable")
+    return _check_signature(fn, text), text
+
+
+def _check_signature(fn: EvaluateFn, name: str) -> EvaluateFn:
+    """Refuse, before any training, a scorer that cannot be called as ``fn(spec, task=, budget=, seed=, width=)``."""
+    import inspect
+
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # some builtins have none: the first call will tell
+        return fn
+    try:
+        signature.bind(None, task="t", budget=1.0, seed=0, width=1)
+    except TypeError as err:
+        raise TaskError(
+            f"evaluator {name!r}: cannot be called as evaluate(spec, task=, budget=, seed=, width=) ({err})"
+        ) from None
+    return fn
+
+
+def score_attrs(result: Any) -> dict[str, Any]:
+    """What a trial records about its score beyond the loss: what the score is, its band, the ladder.
+
+    Plain JSON values only (they go into Optuna user attributes).
+    """
+    out: dict[str, Any] = {}
+    label = getattr(result, "score_label", None)
+    if label is None:  # the fixed-width scorers: say what their number is
+        horizon = getattr(result, "horizon_budget", None)
+        width = getattr(result, "width", None)
+        if horizon is not None:
+            label = f"predicted loss at {horizon:.3g} FLOPs (two-run extrapolation at width {width})"
+        elif getattr(result, "budget", None) is not None:
+            label = f"measured loss at {result.budget:.3g} FLOPs (width {width})"
+    if label is not None:
+        out["score_label"] = label
+    for key in ("score_kind", "target_flops", "prediction", "prediction_low", "prediction_high"):
+        value = getattr(result, key, None)
+        if value is not None:
+            out[key] = value
+    if getattr(result, "warnings", None):
+        out["warnings"] = list(result.warnings)
+    fit = getattr(result, "fit", None)
+    if fit is not None:
+        out["fit"] = {"a": fit.a, "b": fit.b, "b_err": fit.b_err, "log_rmse": fit.log_rmse}
+    rungs = getattr(result, "rungs", None)
+    if rungs:
+        out["ladder"] = [
+            {
+                "width": r.width,
+                "reference_width": r.reference_width,
+                "budget": r.budget,
+                "train_flops": r.train_flops,
+                "loss": r.final_loss,
+                "status": r.status,
+                "wall_seconds": round(r.wall_seconds, 3),
+            }
+            for r in rungs
+        ]
+    return out

@@ -1,0 +1,264 @@
+"""Compute-optimal scoring: the frontier fit, its checks, pruning, and the confirmation statistics.
+
+Trainings are replaced by a synthetic loss law (``loss = a * C^-b``, optionally with a curve
+that turns up), so every expected number is a closed form.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+from scipy import stats
+
+import structsearch.evaluation as evaluation
+from structsearch.confirmation import mean_interval, paired_comparison
+from structsearch.engine import FrontierScorer, dominated_by_dense, load_existing_study, search
+from structsearch.frontier import Ladder, check_extrapolation, frontier_score, prediction_band
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+A, B = 40.0, 0.12
+
+
+class Synthetic:
+    """Stands in for ``evaluation.evaluate``: loss = scale * A * C^-B at the FLOPs the budget buys."""
+
+    def __init__(self, scale=None, turn_up=False, noise=0.0):
+        self.scale = scale or {}
+        self.turn_up = turn_up
+        self.rng = np.random.default_rng(0)
+        self.noise = noise
+        self.calls = []
+
+    def __call__(self, spec, task=None, budget=None, seed=0, width=None, **_):
+        flops = 0.98 * budget  # floor(budget / step) steps: a little under the budget
+        loss = self.scale.get(spec.paper, 1.0) * A * flops**-B * math.exp(self.noise * self.rng.standard_normal())
+        curve = [SimpleNamespace(train_flops=0.0, val_loss=2.0)]
+        curve += [SimpleNamespace(train_flops=f * flops, val_loss=loss * (1.3 - 0.3 * f)) for f in (0.5, 1.0)]
+        if self.turn_up:  # the curve's minimum came before the end
+            curve[1] = SimpleNamespace(train_flops=0.5 * flops, val_loss=0.8 * loss)
+        self.calls.append((spec.paper, width, budget))
+        return SimpleNamespace(
+            status="ok",
+            final_loss=loss,
+            train_flops=flops,
+            steps=100,
+            wall_seconds=0.01,
+            params=10,
+            macs=10,
+            width=width,
+            reason=None,
+            curve=curve,
+        )
+
+
+@pytest.fixture
+def synthetic(monkeypatch):
+    fake = Synthetic()
+    monkeypatch.setattr(evaluation, "evaluate", fake)
+    return fake
+
+
+def test_frontier_fit_recovers_a_known_power_law(synthetic):
+    r = frontier_score("btt", "mlp-regression", budget=1e10, target_flops=3e11)
+    assert r.status == "ok" and r.score_kind == "predicted" and not r.warnings
+    assert r.fit.b == pytest.approx(B, rel=1e-6) and r.fit.a == pytest.approx(A, rel=1e-5)
+    assert r.score == pytest.approx(A * 3e11**-B, rel=1e-6)
+    assert r.prediction_low == pytest.approx(r.score, rel=1e-6) == pytest.approx(r.prediction_high, rel=1e-6)
+    assert r.score_label.startswith("predicted mse at 3e+11 FLOPs (frontier fit over widths")
+    # the ladder: budgets in the default shares, cheapest first, iso-FLOP widths (BTT wider than dense)
+    assert [c[2] for c in synthetic.calls] == pytest.approx([1e9, 3e9, 6e9])
+    assert r.train_flops == pytest.approx(0.98 * 1e10)
+    assert all(g.width > g.reference_width for g in r.rungs)
+
+
+def test_default_target_is_the_stated_multiple_of_the_budget(synthetic):
+    r = frontier_score("dense", "mlp-regression", budget=2e9)
+    assert r.target_flops == 30 * 2e9
+    assert [g.width for g in r.rungs] == [g.reference_width for g in r.rungs]  # dense is its own iso-FLOP width
+
+
+def test_prediction_band_matches_the_regression_formula():
+    rng = np.random.default_rng(1)
+    c = np.geomspace(1e9, 1e10, 4)
+    loss = A * c**-B * np.exp(0.03 * rng.standard_normal(4))
+    low, high = prediction_band(list(zip(c, loss, strict=True)), 1e11)
+    res = stats.linregress(np.log(c), np.log(loss))
+    x0, x = math.log(1e11), np.log(c)
+    s = math.sqrt(np.sum((np.log(loss) - res.intercept - res.slope * x) ** 2) / 2)
+    half = stats.t.ppf(0.975, 2) * s * math.sqrt(1 / 4 + (x0 - x.mean()) ** 2 / np.sum((x - x.mean()) ** 2))
+    assert math.log(low) == pytest.approx(res.intercept + res.slope * x0 - half)
+    assert math.log(high) == pytest.approx(res.intercept + res.slope * x0 + half)
+
+
+def test_overfitting_curve_falls_back_to_the_measured_loss(monkeypatch):
+    monkeypatch.setattr(evaluation, "evaluate", Synthetic(turn_up=True))
+    r = frontier_score("dense", "mlp-regression", budget=1e10, target_flops=3e11)
+    assert r.score_kind == "measured" and r.score == r.final_loss == min(v for _, v in r.frontier)
+    assert any("turns up" in w for w in r.warnings)
+    assert r.score_label.startswith("measured mse of the best rung")
+
+
+def test_checks_flag_bad_fits_far_targets_and_implausible_drops():
+    from structsearch.frontier import Rung
+    from structsearch.scaling import fit_power_law
+
+    rungs = [
+        Rung(reference_width=32, width=32, budget=c, status="ok", train_flops=c, final_loss=v, best_loss=v)
+        for c, v in ((1e9, 1.0), (3e9, 0.5), (6e9, 0.45))
+    ]
+    fit = fit_power_law([1e9, 3e9, 6e9], [1.0, 0.5, 0.45])
+    problems = check_extrapolation(rungs, fit, 1e15)
+    assert any("poorly" in p for p in problems)
+    assert any("x the largest rung" in p for p in problems)
+    assert any("below the measured" in p for p in problems)
+    assert check_extrapolation(rungs[:2], fit_power_law([1e9, 3e9], [1.0, 0.9]), 3e10) == []
+
+
+def test_pruned_ladder_pays_only_for_the_rungs_it_ran(synthetic):
+    seen = []
+    r = frontier_score("btt", "mlp-regression", budget=1e10, on_rung=lambda step, loss: seen.append(step) or True)
+    assert r.status == "pruned" and seen == [10] and len(r.rungs) == 1
+    assert r.train_flops == pytest.approx(0.98 * 1e9) and r.score is None
+
+
+def test_search_reports_rungs_and_a_pruned_trial_records_its_cost(tmp_path, monkeypatch):
+    # the first four candidates are good, later ones 3x worse: the median pruner stops them after rung one
+    class FirstGood(Synthetic):
+        def __call__(self, spec, *args, **kw):
+            self.scale.setdefault(spec.paper, 1.0 if len(self.scale) < 4 else 3.0)
+            return super().__call__(spec, *args, **kw)
+
+    monkeypatch.setattr(evaluation, "evaluate", FirstGood())
+    result = search(
+        "btt",
+        task="mlp-regression",
+        budget=1e9,
+        trials=8,
+        width=64,
+        runs_dir=tmp_path,
+        study="p",
+        evaluate_fn=FrontierScorer(),
+        pruner="median",
+        progress=False,
+        references=False,
+        confirm=False,
+    )
+    loaded, _ = load_existing_study("p", runs_dir=tmp_path)
+    trials = [t for t in loaded.get_trials() if t.user_attrs.get("status") in ("evaluated", "pruned")]
+    pruned = [t for t in trials if t.user_attrs["status"] == "pruned"]
+    assert pruned and result.statuses.get("pruned") == len(pruned)
+    for t in pruned:
+        assert t.state == TrialState.PRUNED and list(t.intermediate_values) == [10]
+        assert len(t.user_attrs["ladder"]) == 1 and t.user_attrs["train_flops"] == pytest.approx(0.98e8)
+    for t in trials:
+        if t.user_attrs["status"] == "evaluated":
+            assert list(t.intermediate_values) == [10, 40, 100] and len(t.user_attrs["ladder"]) == 3
+            assert t.user_attrs["score_kind"] == "predicted" and t.user_attrs["train_flops"] == pytest.approx(0.98e9)
+
+
+def test_dominated_candidates_are_settled_without_training(tmp_path):
+    assert dominated_by_dense(2560, 4608, 64).startswith("dense dominates it at width 64")
+    assert dominated_by_dense(4096, 4096, 64) is None and dominated_by_dense(8192, 8192, 64) is None
+    calls = []
+
+    def fn(spec, **kw):
+        calls.append(spec)
+        raise AssertionError("a dominated candidate must not be trained")
+
+    from structsearch.engine import Objective, load_space, open_storage
+
+    study = optuna.create_study(study_name="d", storage=open_storage("d", runs_dir=tmp_path).storage)
+    obj = Objective(load_space("full"), task="toy", budget=1e9, seed=0, width=64, evaluate_fn=fn)
+    out = obj.settle(study, study.ask(), (0, 0, 1, 1 / 6, 1 / 2, 1 / 3, 0))
+    assert out.state == TrialState.PRUNED and out.attrs["status"] == "dominated" and calls == []
+
+
+# -- confirmation statistics against scipy ------------------------------------------------
+def test_mean_interval_agrees_with_scipy():
+    values = [0.231, 0.219, 0.244, 0.226]
+    mean, low, high = mean_interval(values)
+    ref = stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=stats.sem(values))
+    assert mean == pytest.approx(np.mean(values)) and (low, high) == pytest.approx(ref)
+
+
+def test_paired_test_agrees_with_scipy_and_says_tied_within_noise():
+    best, dense = [0.210, 0.205, 0.220], [0.231, 0.226, 0.238]
+    c = paired_comparison(best, dense, "x", "dense")
+    diffs = np.subtract(best, dense)
+    assert c.p_value == pytest.approx(stats.ttest_rel(best, dense).pvalue)
+    assert (c.ci_low, c.ci_high) == pytest.approx(stats.t.interval(0.95, 2, loc=diffs.mean(), scale=stats.sem(diffs)))
+    assert c.verdict == "better" and c.sentence().startswith("x is better than dense (-")
+    tied = paired_comparison([0.21, 0.25, 0.22], [0.22, 0.22, 0.23])
+    assert tied.verdict == "tied" and tied.p_value > 0.05
+    assert paired_comparison([0.3, 0.31], [0.2, 0.2]).verdict == "worse"
+
+
+# -- the command line -------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--target-flops", "-1"], "--target-flops: expected a positive number of FLOPs"),
+        (["--target-flops", "lots"], "--target-flops: expected a number of FLOPs like 1e9"),
+        (["--target-flops", "1e12", "--evaluator", "proxy"], "target_flops: only the frontier evaluator"),
+        (["--pruner", "sometimes"], "--pruner: invalid choice"),
+    ],
+)
+def test_bad_target_flops_and_pruner_exit_2_with_one_line(tmp_path, args, message):
+    cmd = [sys.executable, "-m", "structsearch", "search", "--runs-dir", str(tmp_path), "--trials", "1", *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert message in out.stderr.strip().splitlines()[-1]
+    assert not list(tmp_path.iterdir())  # refused before any study was created
+
+
+def test_ladder_rejects_bad_shares():
+    with pytest.raises(ValueError, match="increasing"):
+        Ladder(fractions=(0.6, 0.3))
+    with pytest.raises(ValueError, match="summing to at most 1"):
+        Ladder(fractions=(0.5, 0.7))
+
+
+def test_search_confirms_the_best_and_report_and_export_say_what_the_scores_are(tmp_path, monkeypatch):
+    from structsearch.exporting import export
+    from structsearch.reporting import report
+
+    class PerSeed(Synthetic):  # BTT-like structures 10% better than dense; each seed shifts the loss a little
+        def __call__(self, spec, *args, seed=0, **kw):
+            self.scale[spec.paper] = (0.9 if spec.theta[2] > 0 else 1.0) * (1 + 0.01 * seed)
+            return super().__call__(spec, *args, seed=seed, **kw)
+
+    monkeypatch.setattr(evaluation, "evaluate", PerSeed())
+    result = search(
+        "btt",
+        task="mlp-regression",
+        budget=1e9,
+        trials=3,
+        width=64,
+        runs_dir=tmp_path,
+        study="c",
+        pruner="none",
+        progress=False,
+        confirm_top=2,
+    )
+    conf = result.confirmation
+    assert [r["label"] for r in conf["structures"]][:2] == ["best", "top 2"]
+    assert {r["spec"] for r in conf["structures"] if r["role"] == "reference"} == {"(1|0|0|1|0|0|0)"}
+    assert all(len(r["losses"]) == 3 and r["ci_low"] <= r["mean"] <= r["ci_high"] for r in conf["structures"])
+    verdicts = {c["reference"]: c["verdict"] for c in conf["comparisons"]}
+    assert verdicts["dense"] == "better" and conf["compute"] == 1e9
+    rep = report("c", runs_dir=tmp_path)
+    assert rep.score_label.startswith("predicted mse at 3e+10 FLOPs")
+    assert list(rep.references) == ["dense", "btt"] and rep.confirmation == conf
+    assert (tmp_path / "c" / "frontiers.png").stat().st_size > 0
+    doc = export("c", top=2, runs_dir=tmp_path)
+    best = doc["specs"][0]
+    assert best["score"]["label"].startswith("predicted mse at 3e+10 FLOPs") and best["score"]["kind"] == "predicted"
+    assert best["confirmation"]["comparisons"][0]["verdict"] in ("better", "same structure")
+    assert doc["references"]["dense"]["loss"] > best["score"]["loss"]
