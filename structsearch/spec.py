@@ -289,7 +289,9 @@ def parse_spec(value: str | Mapping[str, Any] | Sequence[float] | Spec) -> Spec:
         raise SpecError(f"theta: keys must be the strings alpha..rho, got a {type(bad).__name__} key")
     try:
         return _parse(value)
-    except SpecError:
+    except SpecError as err:
+        if "\n" in str(err) or "\r" in str(err):  # a key or value with a line break, quoted as it came
+            raise SpecError(" ".join(str(err).splitlines())) from None
         raise
     except RecursionError:
         raise SpecError("theta: nested too deeply to be a theta") from None

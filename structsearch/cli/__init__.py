@@ -66,7 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except StructSearchError as err:
-        print(f"structsearch {args.command}: error: {err}", file=sys.stderr)
+        message = " ".join(str(err).splitlines())  # one line, whatever the input held
+        print(f"structsearch {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"structsearch {args.command}: interrupted", file=sys.stderr)
