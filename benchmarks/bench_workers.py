@@ -78,6 +78,7 @@ def _run(storage: str | None, workers: int, trials: int, runs: Path, work: dict[
     command = [sys.executable, "-m", "structsearch", "search", "--space", "full", "--task", "toy", "--width", "64"]
     command += ["--no-steer", "--sampler", "random", "--trials", str(trials), "--study", study, "--runs-dir", str(runs)]
     command += ["--evaluator", "benchmarks.bench_workers:timed_evaluate", "--workers", str(workers), "--no-progress"]
+    command += ["--no-references"]  # every piece of work measured is a trial's
     command += ["--json"] + (["--storage", storage] if storage else [])
     env = {**os.environ, "PYTHONPATH": str(REPO), **work}
     done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=1800)
