@@ -80,14 +80,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--shard", default="0/1", help="i/n: run every n-th job starting at i")
     parser.add_argument("--cache", default="benchmarks/results/frontier_truth.jsonl")
+    parser.add_argument("--reverse", action="store_true", help="last job first (a helper process for a shard)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     index, count = map(int, args.shard.split("/"))
     path = Path(args.cache)
     jobs = [(s, w, seed) for seed in args.seeds for s in args.structures for w in args.widths]
-    for n, (spec, width, seed) in enumerate(jobs):
-        if n % count != index:
-            continue
+    mine = [job for n, job in enumerate(jobs) if n % count == index]
+    for spec, width, seed in reversed(mine) if args.reverse else mine:
         paper = parse_spec(spec).paper
         key = cache_key(args.task, paper, width, args.target, seed)
         if key in load_cache(path):  # re-read: another shard may append meanwhile

@@ -1,7 +1,7 @@
 """structsearch: search the space of einsum-structured linear layers.
 
 Importing the package is cheap and torch-free; the torch-backed names
-(``EinsumLinear``, ``structurize``, ``evaluate``, ...) load on first use.
+(``EinsumLinear``, ``structurize``, ``optimizer``, ``evaluate``, ...) load on first use.
 """
 
 from __future__ import annotations
@@ -9,7 +9,15 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from structsearch.errors import SizeError, SpaceError, SpecError, StructSearchError, StudyError, TaskError
+from structsearch.errors import (
+    SizeError,
+    SpaceError,
+    SpecError,
+    StructSearchError,
+    StudyError,
+    SurgeryError,
+    TaskError,
+)
 from structsearch.sizes import ClassSizes, class_sizes
 from structsearch.spec import Spec, known_name, named_structures, parse_spec
 
@@ -22,12 +30,16 @@ _LAZY = {
     "analyze": "structsearch.taxonomy",
     "batch_taxonomy": "structsearch.taxonomy",
     "EinsumLinear": "structsearch.layers",
+    "BTTMoE": "structsearch.layers",
+    "MoEFFN": "structsearch.layers",
+    "aux_loss": "structsearch.layers",
     "StructurizeSummary": "structsearch.layers",
     "linear_factory": "structsearch.layers",
     "load_spec": "structsearch.layers",
     "param_groups": "structsearch.layers",
     "project_dense": "structsearch.layers",
     "structurize": "structsearch.layers",
+    "optimizer": "structsearch.training",
     "evaluate": "structsearch.evaluation",
     "proxy": "structsearch.evaluation",
     "scale": "structsearch.scaling",
@@ -46,6 +58,7 @@ __all__ = [
     "SpecError",
     "StructSearchError",
     "StudyError",
+    "SurgeryError",
     "TaskError",
     "__version__",
     "class_sizes",

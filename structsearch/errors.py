@@ -13,6 +13,7 @@ __all__ = [
     "SpecError",
     "StructSearchError",
     "StudyError",
+    "SurgeryError",
     "TaskError",
 ]
 
@@ -35,6 +36,10 @@ class TaskError(StructSearchError, ValueError):
 
 class SpaceError(StructSearchError, ValueError):
     """A search-space file is malformed."""
+
+
+class SurgeryError(StructSearchError, ValueError):
+    """``structurize`` was asked for layers the model does not have (nothing to replace)."""
 
 
 class StudyError(StructSearchError):

@@ -510,6 +510,7 @@ def _train(
     import torch
 
     linear_factory, param_groups = _layers_api()
+    from structsearch.layers import aux_loss  # routers' balancing + z-losses (BTT-MoE); 0 without routing
     factory = linear_factory(spec)
     made: list[Any] = []
 
@@ -589,7 +590,7 @@ def _train(
                 reason = f"training loss exploded at step {step}: {value:.4g} > {explode_factor:g} x first loss"
                 break
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss + aux_loss(model)).backward()
             if grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), float(grad_clip))
             optimizer.step()

@@ -43,7 +43,9 @@ def export_document(
     confirmation = loaded.user_attrs.get("confirmation")
     specs = []
     for rank, r in enumerate(rows[:top], start=1):
-        theta = dict(zip(CLASSES, (float(v) for v in r["theta"]), strict=True))
+        theta: dict[str, Any] = dict(zip(CLASSES, (float(v) for v in r["theta"]), strict=True))
+        if r.get("moe"):  # a routed structure (BTT-MoE): EinsumLinear.from_spec loads it as a BTTMoE
+            theta["moe"] = r["moe"]
         score = {
             "loss": r["loss"],
             "label": r.get("score_label") or "loss",

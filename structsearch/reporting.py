@@ -44,6 +44,7 @@ _ROW_KEYS = (
     "warnings",
     "fit",
     "ladder",
+    "moe",
 )
 
 

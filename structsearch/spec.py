@@ -5,7 +5,11 @@ A spec is parsed once from any of the accepted forms and never changes afterward
 - the paper's notation ``"(a|b|g|d|e|f|r)"`` (decimals or fractions such as ``1/2``),
 - a JSON object (or mapping) keyed ``alpha`` .. ``rho``,
 - a named structure with an optional exponent: ``dense``, ``low-rank:0.5``,
-  ``kronecker``, ``sum-kronecker:0.25``, ``btt``, ``monarch``, ``btt:0.25``, ``tt:0.25``.
+  ``kronecker``, ``sum-kronecker:0.25``, ``btt``, ``monarch``, ``btt:0.25``, ``tt:0.25``;
+- a routed structure (taxonomy.md 6): ``btt-moe:experts=8,k=2``, or any BTT-family theta
+  with rho = 0 followed by ``moe:experts=E,k=K`` (``"(1/3|0|2/3|0|2/3|1/3|0) moe:experts=4,k=1"``),
+  or a JSON object with a ``"moe": {"experts": E, "k": K}`` key. Its rank index is the E
+  experts (rank-one BTT terms), of which each token uses k.
 
 Nothing here imports torch or optuna.
 """
@@ -28,11 +32,13 @@ __all__ = [
     "INPUT_CLASSES",
     "OUTPUT_CLASSES",
     "SUM_TOLERANCE",
+    "Routing",
     "Spec",
     "as_fraction",
     "known_name",
     "named_structures",
     "parse_spec",
+    "routing",
 ]
 
 CLASSES: tuple[str, ...] = ("alpha", "beta", "gamma", "delta", "epsilon", "phi", "rho")
@@ -53,6 +59,55 @@ def as_fraction(value: float, max_denominator: int = 1000) -> Fraction:
     return Fraction(value)
 
 
+class Routing(BaseModel):
+    """Top-k routing over the rank index: E experts (rank-one terms), k of them per token.
+
+    >>> routing(8, 2).label
+    'experts=8,k=2'
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    experts: int = Field(description="E: rank-one BTT terms (experts) in the layer")
+    k: int = Field(description="experts each token is routed to")
+
+    @model_validator(mode="after")
+    def _k_within_experts(self) -> Routing:
+        problem = _routing_problem(self.experts, self.k)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    @property
+    def label(self) -> str:
+        return f"experts={self.experts},k={self.k}"
+
+
+def _routing_problem(experts: object, k: object) -> str | None:
+    for key, value in (("experts", experts), ("k", k)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"btt-moe: {key} must be an integer, got {value!r}"
+    if experts < 1:  # type: ignore[operator]
+        return f"btt-moe: experts must be >= 1, got experts={experts}"
+    if not 1 <= k <= experts:  # type: ignore[operator]
+        return f"btt-moe: k must be between 1 and experts={experts}, got k={k}"
+    return None
+
+
+def routing(experts: object, k: object) -> Routing:
+    """Validated routing; a bad E or k raises a one-line :class:`SpecError`.
+
+    >>> routing(8, 9)
+    Traceback (most recent call last):
+    ...
+    structsearch.errors.SpecError: btt-moe: k must be between 1 and experts=8, got k=9
+    """
+    problem = _routing_problem(experts, k)
+    if problem:
+        raise SpecError(problem)
+    return Routing(experts=experts, k=k)  # type: ignore[arg-type]
+
+
 class Spec(BaseModel):
     """A point theta of the two-core einsum space (taxonomy.md section 1).
 
@@ -69,6 +124,7 @@ class Spec(BaseModel):
     epsilon: float = Field(ge=0.0, le=1.0, description="output index produced by B")
     phi: float = Field(ge=0.0, le=1.0, description="output index shared by A and B")
     rho: float = Field(ge=0.0, le=1.0, description="rank index between the cores")
+    moe: Routing | None = Field(default=None, description="top-k routing over E rank-one terms (BTT-MoE)")
 
     @model_validator(mode="after")
     def _exponents_sum_to_one(self) -> Spec:
@@ -78,6 +134,11 @@ class Spec(BaseModel):
                 raise ValueError(
                     f"{side} exponents {'+'.join(names)} must sum to 1 (tolerance {SUM_TOLERANCE:g}), got {total:.6g}"
                 )
+        if self.moe is not None and (self.beta, self.delta, self.rho) != (0, 0, 0):
+            raise ValueError(
+                "moe: routing needs a BTT-family theta (beta = delta = 0) with rho = 0 (the experts are "
+                f"the rank index), got {self.base.paper}"
+            )
         return self
 
     # -- construction -------------------------------------------------------------
@@ -106,8 +167,25 @@ class Spec(BaseModel):
 
     @property
     def paper(self) -> str:
-        """The paper's notation, with simple fractions where the float is one."""
-        return "(" + "|".join(str(f) for f in self.fractions) + ")"
+        """The paper's notation, with simple fractions where the float is one (and the routing, if any)."""
+        theta = "(" + "|".join(str(f) for f in self.fractions) + ")"
+        return theta if self.moe is None else f"{theta} moe:{self.moe.label}"
+
+    @property
+    def base(self) -> Spec:
+        """The theta without routing (for a routed spec, one expert's structure)."""
+        return self if self.moe is None else Spec(**self.as_dict())
+
+    def routed(self, moe: Routing | None) -> Spec:
+        """This theta with ``moe`` routing (validated: BTT family, rho = 0)."""
+        return _validated({**self.as_dict(), "moe": moe})
+
+    def document(self) -> dict[str, Any]:
+        """The JSON object form: alpha..rho, plus ``moe`` when routed (what exports write)."""
+        doc: dict[str, Any] = self.as_dict()
+        if self.moe is not None:
+            doc["moe"] = {"experts": self.moe.experts, "k": self.moe.k}
+        return doc
 
     @property
     def name(self) -> str | None:
@@ -172,9 +250,12 @@ _NAMED: dict[str, NamedBuilder] = {
 _CANONICAL_NAMES = ("dense", "kronecker", "btt", "low-rank", "sum-kronecker", "tt")
 
 
+_ROUTED_DEFAULT = (8, 2)  # btt-moe with no options: E = 8 experts, k = 2 per token
+
+
 def named_structures() -> tuple[str, ...]:
     """The registered structure names, for error messages and ``--help``."""
-    return tuple(_NAMED)
+    return (*_NAMED, "btt-moe")
 
 
 def known_name(spec: Spec, tol: float = 1e-9) -> str | None:
@@ -183,6 +264,8 @@ def known_name(spec: Spec, tol: float = 1e-9) -> str | None:
     >>> known_name(Spec.from_theta((1, 0, 0, 0, 1, 0, 0.5)))
     'low-rank:1/2'
     """
+    if spec.moe is not None:
+        return f"btt-moe:{spec.moe.label}" if known_name(spec.base) == "btt" else None
     theta = spec.theta
     for name in _CANONICAL_NAMES:
         builder = _NAMED[name]
@@ -229,7 +312,27 @@ def _validated(fields: Mapping[str, Any]) -> Spec:
         raise SpecError(f"{where}: {msg}{got}") from None
 
 
+def _routing_from_mapping(raw: Any) -> Routing:
+    if not isinstance(raw, Mapping) or set(raw) - {"experts", "k"}:
+        raise SpecError(f"theta.moe: expected an object {{\"experts\": E, \"k\": K}}, got {raw!r}")
+    return routing(raw.get("experts", _ROUTED_DEFAULT[0]), raw.get("k", _ROUTED_DEFAULT[1]))
+
+
+def _parse_routing(text: str, where: str) -> Routing:
+    """``experts=8,k=2`` (either may be left out: 8 and 2)."""
+    values = dict(zip(("experts", "k"), _ROUTED_DEFAULT, strict=True))
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, eq, value = (s.strip() for s in part.partition("="))
+        if key not in values or not eq or not re.fullmatch(r"-?[0-9]+", value):
+            raise SpecError(f"{where}: expected options like experts=8,k=2, got {text.strip()!r}")
+        values[key] = int(value)
+    return routing(values["experts"], values["k"])
+
+
 def _from_mapping(obj: Mapping[str, Any]) -> Spec:
+    if "moe" in obj:
+        moe = _routing_from_mapping(obj["moe"])
+        return _from_mapping({key: value for key, value in obj.items() if key != "moe"}).routed(moe)
     unknown = sorted(set(obj) - set(CLASSES))
     if unknown:
         raise SpecError(f"theta: unknown key(s) {', '.join(unknown)}; expected {', '.join(CLASSES)}")
@@ -250,6 +353,12 @@ def _from_mapping(obj: Mapping[str, Any]) -> Spec:
 
 def _from_paper(text: str) -> Spec:
     inner = text.strip()
+    close = inner.find(")")
+    if inner.startswith("(") and 0 < close < len(inner) - 1:  # a routing suffix: "(...) moe:experts=8,k=2"
+        suffix = inner[close + 1 :].strip()
+        if not suffix.startswith("moe:"):
+            raise SpecError(f"theta: unexpected {suffix!r} after the theta; a routing suffix reads moe:experts=8,k=2")
+        return _from_paper(inner[: close + 1]).routed(_parse_routing(suffix[4:], "moe"))
     if not (inner.startswith("(") and inner.endswith(")")):
         raise SpecError(f"theta: paper notation needs parentheses, e.g. (1/2|0|1/2|0|1/2|1/2|0), got {text!r}")
     parts = inner[1:-1].split("|")
@@ -262,10 +371,12 @@ def _from_paper(text: str) -> Spec:
 
 def _from_name(text: str) -> Spec:
     name, _, param_text = text.strip().lower().partition(":")
+    if name == "btt-moe":
+        return Spec.from_theta(_NAMED["btt"](None)).routed(_parse_routing(param_text, "btt-moe"))
     builder = _NAMED.get(name)
     if builder is None:
         raise SpecError(
-            f"unknown structure {name!r}; expected one of {', '.join(_NAMED)}, "
+            f"unknown structure {name!r}; expected one of {', '.join(named_structures())}, "
             "a theta like (1/2|0|1/2|0|1/2|1/2|0), or a JSON object keyed alpha..rho"
         )
     param = _parse_number(param_text, f"{name} exponent") if param_text else None

@@ -17,7 +17,7 @@ millions of candidates per second. Nothing here imports torch.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from functools import cache
 from typing import Any
@@ -48,6 +48,7 @@ __all__ = [
     "CHEAPEST_ORDER_BATCH",
     "EXPONENT_TOLERANCE",
     "Exponents",
+    "RoutedCounts",
     "Taxonomy",
     "analyze",
     "batch_taxonomy",
@@ -191,6 +192,28 @@ def canonical_equivalent(spec: Spec) -> Spec | None:
 
 # -- the full report --------------------------------------------------------------------
 @dataclass(frozen=True)
+class RoutedCounts:
+    """What routing (BTT-MoE, taxonomy.md 6) does to the counts: one expert, the router, the totals.
+
+    Per token, k of the E rank-one terms run, plus the router (d_in x E). ``params`` and
+    ``macs`` of the :class:`Taxonomy` are the whole layer's parameters and the MACs per token.
+    """
+
+    experts: int
+    k: int
+    params_per_expert: int
+    macs_per_expert: int
+    router_params: int
+    router_macs: int
+    macs_all_experts: int  # per token if every expert ran: the dense-materialised rank-E BTT's order
+    omega_at_size: float  # log_d(MACs per token / params) at these sizes; < 0: each weight serves k/E of tokens
+    note: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
 class Taxonomy:
     """Everything the taxonomy says about one spec at concrete layer sizes."""
 
@@ -212,6 +235,7 @@ class Taxonomy:
     cheapest_order: list[str]
     cheapest_macs: float
     warnings: list[str] = field(default_factory=list)
+    moe: RoutedCounts | None = None  # set for a routed spec; params and macs are then per token, router included
 
     @property
     def flops(self) -> int:
@@ -235,8 +259,8 @@ class Taxonomy:
         return self.d_in * self.d_out
 
     def to_json_dict(self) -> dict[str, Any]:
-        """The ``structsearch taxonomy --json`` object (exactly these keys)."""
-        return {
+        """The ``structsearch taxonomy --json`` object (exactly these keys, and ``moe`` for a routed spec)."""
+        out = {
             "theta": self.spec.as_dict(),
             "dims": self.dims.as_dict,
             "params": self.params,
@@ -249,6 +273,9 @@ class Taxonomy:
             "warnings": list(self.warnings),
             "einsum": list(self.einsum),
         }
+        if self.moe is not None:
+            out["moe"] = self.moe.as_dict()
+        return out
 
 
 def _warnings(spec: Spec, dims: ClassSizes, exp: Exponents, equivalent: Spec | None, t: dict[str, Any]) -> list[str]:
@@ -301,6 +328,8 @@ def analyze(spec: Spec | str, d_in: int, d_out: int, max_padding: float | None =
     ['ga,fga->fg', 'fg,feg->fe']
     """
     spec = parse_spec(spec)
+    if spec.moe is not None:
+        return _routed(analyze(spec.base, d_in, d_out, max_padding), spec)
     d_in, d_out = check_layer_sizes(d_in, d_out)
     dims = class_sizes(spec, d_in, d_out, max_padding=max_padding)
     graph = two_core_graph(spec)
@@ -339,6 +368,46 @@ def analyze(spec: Spec | str, d_in: int, d_out: int, max_padding: float | None =
         cheapest_order=cheapest_order,
         cheapest_macs=cheapest_macs,
         warnings=_warnings(spec, dims, exp, equivalent, facts),
+    )
+
+
+def _routed(one: Taxonomy, spec: Spec) -> Taxonomy:
+    """The taxonomy of a routed spec from that of one expert (its base theta, rank one).
+
+    >>> t = analyze("btt-moe:experts=8,k=2", 1024, 1024)
+    >>> t.params, t.macs, t.moe.macs_per_expert, t.moe.router_macs, t.dims.rho
+    (532480, 139264, 65536, 8192, 8)
+    """
+    assert spec.moe is not None
+    experts, k = spec.moe.experts, spec.moe.k
+    router = one.d_in * experts
+    params, macs = experts * one.params + router, k * one.macs + router
+    note = (
+        f"each token runs {k} of {experts} rank-one terms ({k} x {one.macs:,} MACs) plus the router ({router:,}); "
+        f"omega, psi, nu are one expert's exponents (E, k fixed as d grows): no sharing (omega = {one.omega:g}), "
+        f"psi = {one.psi:g} per token; at this size each weight serves k/E of the tokens (omega_at_size < 0)"
+    )
+    counts = RoutedCounts(
+        experts=experts,
+        k=k,
+        params_per_expert=one.params,
+        macs_per_expert=one.macs,
+        router_params=router,
+        router_macs=router,
+        macs_all_experts=experts * one.macs + router,
+        omega_at_size=float(np.log(macs / params) / np.log(max(2, min(one.d_in, one.d_out)))),
+        note=note,
+    )
+    bound = min(k * one.rank_bound, one.d_in, one.d_out)
+    return replace(
+        one,
+        spec=spec,
+        dims=replace(one.dims, rho=experts),
+        params=params,
+        macs=macs,
+        rank_bound=bound,
+        rank_bound_reason=f"per token: a sum of k = {k} terms of rank <= {one.rank_bound:,} ({one.rank_bound_reason})",
+        moe=counts,
     )
 
 

@@ -50,7 +50,7 @@ def test_json_round_trip(spec):
 
 def test_json_schema_names_every_class():
     schema = Spec.model_json_schema()
-    assert set(schema["properties"]) == {"alpha", "beta", "gamma", "delta", "epsilon", "phi", "rho"}
+    assert set(schema["properties"]) == {"alpha", "beta", "gamma", "delta", "epsilon", "phi", "rho", "moe"}
     assert schema["properties"]["alpha"]["minimum"] == 0
 
 

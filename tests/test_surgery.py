@@ -9,7 +9,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from structsearch.errors import SizeError, SpecError
+from structsearch.errors import SizeError, SpecError, SurgeryError
 from structsearch.layers import EinsumLinear, StructurizeSummary, project_dense, structurize
 
 PROJECTABLE = ["dense", "low-rank:0.5", "kronecker", "sum-kronecker:0.25", "btt", "btt:0.25", "tt:0.25", "tt:0"]
@@ -64,7 +64,105 @@ def test_structurize_patterns_and_errors() -> None:
     assert summary.layers[0].skipped and not summary.replaced and type(model.head) is nn.Linear
     with pytest.raises(SpecError, match="init: expected one of random, project"):
         structurize(model, "btt", init="svd")
-    assert structurize(nn.Linear(16, 16), "btt").layers == []  # the root module is never replaced
+    with pytest.raises(SurgeryError, match=r"root module, a Linear, is never replaced"):
+        structurize(nn.Linear(16, 16), "btt")
+
+
+def test_structurize_says_when_patterns_leave_nothing_to_replace() -> None:
+    model = Model()
+    with pytest.raises(SurgeryError) as info:
+        structurize(model, "btt", include="blocks.*.mlp.*", exclude="blocks.*")
+    message = str(info.value)
+    assert "\n" not in message and isinstance(info.value, ValueError)
+    assert "include=['blocks.*.mlp.*'] exclude=['blocks.*']" in message
+    assert "match none of the model's 7 replaceable layers ('blocks.0.attn', 'blocks.0.mlp.0'" in message
+    assert "Linear x7" in message and "GELU x2" in message
+    assert all(type(m) is not EinsumLinear for m in model.modules())  # nothing was touched
+    convs = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3))
+    with pytest.raises(
+        SurgeryError, match=r"include=\['\*'\] exclude=\[\] find no layer to replace; .*Conv2d x2, ReLU x1"
+    ):
+        structurize(convs, "btt")
+
+
+class Conv1D(nn.Module):
+    """The layout of transformers.pytorch_utils.Conv1D (GPT-2): y = x @ weight + bias, weight (d_in, d_out)."""
+
+    def __init__(self, nf: int, nx: int) -> None:
+        super().__init__()
+        self.nf, self.nx = nf, nx
+        self.weight = nn.Parameter(torch.randn(nx, nf) * 0.02)
+        self.bias = nn.Parameter(torch.randn(nf))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addmm(self.bias, x.reshape(-1, x.shape[-1]), self.weight).view(*x.shape[:-1], self.nf)
+
+
+def _conv1d_classes() -> list:
+    classes = [Conv1D]
+    try:
+        from transformers.pytorch_utils import Conv1D as HFConv1D
+    except ImportError:
+        return classes
+    return [*classes, HFConv1D]
+
+
+@pytest.mark.parametrize("conv_class", _conv1d_classes(), ids=lambda c: c.__module__.split(".")[0])
+@pytest.mark.parametrize(("spec", "d_in", "d_out"), [("btt", 64, 256), ("low-rank:0.5", 48, 144), ("btt", 36, 36)])
+def test_structurize_conv1d_projects_its_transposed_weight(conv_class: type, spec: str, d_in: int, d_out: int) -> None:
+    torch.manual_seed(4)
+    model = nn.Sequential(conv_class(d_in, d_in), nn.GELU(), conv_class(d_out, d_in))
+    exact = EinsumLinear(spec, d_in, d_out)
+    assert exact.padding == 0
+    with torch.no_grad():
+        for core in exact.cores:
+            core.param.normal_()
+        model[2].weight.copy_(exact.to_dense().T)  # stored (d_in, d_out)
+    x = torch.randn(3, 5, d_in)
+    before = model(x).detach()
+    bias = model[2].bias.detach().clone()
+    summary = structurize(model, spec, include="2", init="project")
+    layer = model[2]
+    assert isinstance(layer, EinsumLinear) and (layer.d_in, layer.d_out) == (d_in, d_out)
+    change = summary.layers[0]
+    assert (change.kind, change.d_in, change.d_out, change.params_before) == ("Conv1D", d_in, d_out, d_in * d_out)
+    assert change.projection_error < 1e-5
+    torch.testing.assert_close(layer.to_dense(), exact.to_dense(), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(layer.bias.detach(), bias)
+    torch.testing.assert_close(model(x), before, rtol=1e-4, atol=1e-4)
+    assert "2 (Conv1D): " in str(summary)
+
+
+def test_conv1d_detection_and_param_groups() -> None:
+    from structsearch.layers import param_groups
+
+    model = nn.Sequential(Conv1D(32, 16), nn.Linear(32, 8), nn.LayerNorm(8))
+    groups = {tuple(g["names"]): g["lr"] for g in param_groups(model, lr=1e-2, base_fan_in=8)}
+    assert groups == {
+        ("0.weight",): 1e-2 * 8 / 16,
+        ("1.weight",): 1e-2 * 8 / 32,
+        ("0.bias", "1.bias", "2.weight", "2.bias"): 1e-2,
+    }
+
+    class NotConv(nn.Module):  # the name alone is not enough: the layout must match
+        def __init__(self) -> None:
+            super().__init__()
+            self.nf, self.weight = 3, nn.Parameter(torch.zeros(4, 5))
+
+    NotConv.__name__ = "Conv1D"
+    with pytest.raises(SurgeryError, match="find no layer to replace"):
+        structurize(nn.Sequential(NotConv()), "btt")
+
+
+def test_structurize_leaves_tied_weights_dense() -> None:
+    embed = nn.Embedding(64, 16)
+    head = nn.Linear(16, 64, bias=False)
+    head.weight = embed.weight  # tied, as GPT-2's lm_head and token embedding
+    model = nn.ModuleDict({"embed": embed, "body": nn.Linear(16, 16), "head": head})
+    summary = structurize(model, "btt")
+    assert [c.name for c in summary.replaced] == ["body"]
+    assert summary.layers[1].name == "head" and "tied to 'embed.weight'" in summary.layers[1].skipped
+    assert model["head"].weight is model["embed"].weight
 
 
 @pytest.mark.parametrize("spec", PROJECTABLE)

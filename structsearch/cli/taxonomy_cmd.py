@@ -11,6 +11,7 @@ EXAMPLES = """examples:
   structsearch taxonomy btt --d-in 1024 --d-out 1024
   structsearch taxonomy "(1/2|1/4|1/4|1/4|1/2|1/4|0)" --json
   structsearch taxonomy low-rank:0.5 --symbolic
+  structsearch taxonomy btt-moe:experts=8,k=2 --json
   structsearch taxonomy '{"alpha":1,"beta":0,"gamma":0,"delta":1,"epsilon":0,"phi":0,"rho":0}'
 """
 
@@ -28,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "structure",
         metavar="THETA_OR_NAME",
         help="paper notation (a|b|g|d|e|f|r), a JSON object keyed alpha..rho, or a name: "
-        "dense, low-rank[:r], kronecker, sum-kronecker[:r], btt[:r], monarch, tt[:r]",
+        "dense, low-rank[:r], kronecker, sum-kronecker[:r], btt[:r], monarch, tt[:r], btt-moe[:experts=E,k=K]",
     )
     parser.add_argument("--d-in", type=int, default=1024, metavar="N", help="input size (default 1024)")
     parser.add_argument("--d-out", type=int, default=None, metavar="M", help="output size (default: d-in)")
@@ -67,7 +68,16 @@ def _render(t, symbolic: dict[str, str] | None) -> None:
     table.add_row("einsum (x.A, then .B)", "   ".join(t.einsum))
     table.add_row("cheapest order", f"{'; '.join(t.cheapest_order)}  ({t.cheapest_macs:,.0f} MACs/vector)")
     table.add_row("params", f"{t.params:,}  ({t.params / (t.d_in * t.d_out):.3g} x dense)")
-    table.add_row("MACs / vector", f"{t.macs:,}  ({t.macs / t.dense_macs:.3g} x dense)")
+    per = "token" if t.moe is not None else "vector"
+    table.add_row(f"MACs / {per}", f"{t.macs:,}  ({t.macs / t.dense_macs:.3g} x dense)")
+    if t.moe is not None:
+        m = t.moe
+        table.add_row("experts (E), k", f"{m.experts} rank-one terms, {m.k} per token")
+        table.add_row("one expert", f"{m.params_per_expert:,} params, {m.macs_per_expert:,} MACs")
+        table.add_row("router", f"{m.router_params:,} params, {m.router_macs:,} MACs / token")
+        table.add_row("all experts (rank-E BTT)", f"{m.macs_all_experts:,} MACs / token")
+        table.add_row("omega at this size", f"{m.omega_at_size:.4g}  (log_d MACs/params; < 0: no sharing at all)")
+        table.add_row("omega, psi, nu meaning", m.note)
     table.add_row("FLOPs / vector", f"{t.flops:,}")
     table.add_row("omega (sharing)", f"{t.omega:.4g}")
     table.add_row("psi (rank)", f"{t.psi:.4g}")

@@ -180,7 +180,7 @@ class Objective:
     def settle(self, study: optuna.Study, trial: optuna.Trial, theta: Sequence[float]) -> TrialOutcome:
         attrs: dict[str, Any] = {}
         try:
-            spec = Spec.from_theta(theta)
+            spec = Spec.from_theta(theta).routed(self.space.moe)
         except SpecError as err:
             return TrialOutcome(
                 TrialState.PRUNED, None, {"status": "invalid", "reason": str(err), "theta": list(map(float, theta))}
@@ -246,6 +246,7 @@ class Objective:
             "theta": [float(t) for t in spec.theta],
             "paper": spec.paper,
             "name": spec.name,
+            "moe": spec.document().get("moe"),
             "omega": float(tax.omega),
             "psi": float(tax.psi),
             "nu": float(tax.nu),

@@ -8,6 +8,7 @@ A space is a YAML file (or mapping) validated by :class:`Space`::
     rho: [0, 0.5]                # range of the rank exponent
     step: 1/12                   # lattice step of every exponent; null = continuous
     constraints: {omega_max: 0.5, psi_min: 0.5, nu_max: 1, max_padding: 0.15}
+    moe: {experts: 8, k: 2}      # optional: every candidate is routed (BTT-MoE); needs zero: [beta, delta, rho]
 
 How Optuna sees a space: each side (input alpha/beta/gamma, output delta/epsilon/phi) with k free
 classes is a point on a (k-1)-simplex, parameterised by k-1 stick-breaking shares in [0, 1]
@@ -28,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
 from structsearch.errors import SpaceError
-from structsearch.spec import CLASSES, INPUT_CLASSES, OUTPUT_CLASSES
+from structsearch.spec import CLASSES, INPUT_CLASSES, OUTPUT_CLASSES, Routing
 
 __all__ = [
     "LATTICE_CAP",
@@ -154,6 +155,7 @@ class Space(BaseModel):
     step: float | None = Field(default=None, gt=0.0, le=1.0, description="lattice step; null = continuous")
     constraints: Constraints = Field(default_factory=Constraints)
     steering: Steering = Field(default_factory=Steering)
+    moe: Routing | None = Field(default=None, description="route every candidate over E rank-one experts, top-k")
 
     @field_validator("step", mode="before")
     @classmethod
@@ -193,6 +195,8 @@ class Space(BaseModel):
                 raise ValueError(f"zero: pins every {side} class ({', '.join(names)}); one must stay free")
         if "rho" in self.zero and self.rho != (0.0, 0.0):
             raise ValueError("rho: must be [0, 0] when zero pins rho")
+        if self.moe is not None and not {"beta", "delta", "rho"} <= set(self.zero):
+            raise ValueError("moe: a routed space needs zero: [beta, delta, rho] (BTT family, experts as the rank)")
         lo, hi = self.rho
         if not (0.0 <= lo <= hi <= 1.0):
             raise ValueError(f"rho: expected 0 <= lo <= hi <= 1, got [{lo:g}, {hi:g}]")
@@ -214,6 +218,13 @@ class Space(BaseModel):
                     "use a coarser step or pin more classes"
                 )
         return self
+
+    @model_serializer(mode="wrap")
+    def _without_unused_moe(self, handler: Any) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and data.get("moe") is None:
+            data.pop("moe", None)  # an unrouted space dumps as before (studies recorded earlier still resume)
+        return data
 
     # -- structure of the parameterisation -----------------------------------------
     @property

@@ -111,6 +111,10 @@ def candidate_pool(space: Space, width: int, seed: int = 0, max_points: int = MA
     thetas = thetas.copy()
     thetas[flip] = thetas[flip][:, _SWAP]
     info = batch_taxonomy(thetas, width, width)
+    if space.moe is not None:  # a routed layer: E terms of parameters, k terms of MACs, plus the router
+        e, k = space.moe.experts, space.moe.k
+        info["params"], info["macs"] = e * info["params"] + width * e, k * info["macs"] + width * e
+        info["sizes"][:, CLASSES.index("rho")] = e  # the rank index is the experts, as the objective records it
     zero_cols = [CLASSES.index(c) for c in space.zero]
     keep = info["canonical"] & info["valid"]
     if zero_cols:

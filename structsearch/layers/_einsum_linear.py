@@ -118,6 +118,11 @@ class EinsumLinear(nn.Module):
     ) -> None:
         super().__init__()
         self.spec = load_spec(spec)
+        if self.spec.moe is not None:
+            raise SpecError(
+                f"{self.spec.name or self.spec.paper}: a routed spec builds a BTTMoE; use BTTMoE, "
+                "EinsumLinear.from_spec or structurize"
+            )
         self.d_in, self.d_out = check_layer_sizes(d_in, d_out)
         self.taxonomy: Taxonomy = analyze(self.spec, self.d_in, self.d_out, max_padding=max_padding)
         sizes = self.taxonomy.dims
@@ -149,9 +154,17 @@ class EinsumLinear(nn.Module):
 
     # -- construction ----------------------------------------------------------------
     @classmethod
-    def from_spec(cls, spec_or_path: SpecLike, d_in: int, d_out: int, *, index: int = 0, **kwargs: Any) -> EinsumLinear:
-        """Build from a spec, a spec string, or an exported JSON file (bare theta or ``{"specs": [...]}``)."""
-        return cls(load_spec(spec_or_path, index=index), d_in, d_out, **kwargs)
+    def from_spec(cls, spec_or_path: SpecLike, d_in: int, d_out: int, *, index: int = 0, **kwargs: Any) -> nn.Module:
+        """Build from a spec, a spec string, or an exported JSON file (bare theta or ``{"specs": [...]}``).
+
+        A routed spec (``btt-moe:experts=8,k=2``) gives a :class:`~structsearch.layers.BTTMoE`.
+        """
+        spec = load_spec(spec_or_path, index=index)
+        if spec.moe is not None:
+            from structsearch.layers._moe import make_layer
+
+            return make_layer(spec, d_in, d_out, **kwargs)
+        return cls(spec, d_in, d_out, **kwargs)
 
     def reset_parameters(self, zero_init: bool = False) -> None:
         """Spectral init of both cores (``zero_init``: B starts at zero, so y starts at zero); zero bias."""

@@ -4,7 +4,8 @@ Each core is a batch of matrices with a fan-in and a fan-out:
 
 - core A: fan-in d_alpha, fan-out d_delta d_phi d_rho (one matrix per gamma);
 - core B: fan-in d_beta d_gamma d_rho, fan-out d_epsilon (one matrix per phi);
-- a plain ``nn.Linear`` weight: fan-in in_features, fan-out out_features.
+- a plain ``nn.Linear`` weight: fan-in in_features, fan-out out_features (the same for a
+  Hugging Face ``Conv1D``, whose weight is stored transposed).
 
 Initialisation: std = sqrt(min(fan_in, fan_out)) / fan_in (spectral scaling). Adam learning
 rate: lr * base_fan_in / fan_in, so one learning rate tuned at the base width transfers.
@@ -22,6 +23,7 @@ import torch
 from torch import nn
 
 from structsearch.errors import SizeError
+from structsearch.layers._dense import dense_layer
 
 __all__ = ["CoreInfo", "init_linear_", "lr_multiplier", "param_groups", "spectral_std"]
 
@@ -85,13 +87,14 @@ def init_linear_(linear: nn.Linear) -> nn.Linear:
 
 
 def _matrix_params(model: nn.Module) -> dict[int, tuple[str, nn.Parameter, int]]:
-    """id(param) -> (qualified name, param, fan_in) for every structured core and nn.Linear weight."""
+    """id(param) -> (qualified name, param, fan_in) for every structured core and dense (Linear, Conv1D) weight."""
     found: dict[int, tuple[str, nn.Parameter, int]] = {}
     for module_name, module in model.named_modules():
         prefix = f"{module_name}." if module_name else ""
         cores = getattr(module, "cores", None)
-        if isinstance(module, nn.Linear):
-            found.setdefault(id(module.weight), (prefix + "weight", module.weight, module.in_features))
+        dense = dense_layer(module)
+        if dense is not None:
+            found.setdefault(id(dense.weight), (prefix + "weight", dense.weight, dense.d_in))
         elif isinstance(cores, tuple) and all(isinstance(c, CoreInfo) for c in cores):
             for core in cores:
                 if not core.is_gain:
@@ -102,10 +105,11 @@ def _matrix_params(model: nn.Module) -> dict[int, tuple[str, nn.Parameter, int]]
 def param_groups(model: nn.Module, lr: float, base_fan_in: int, weight_decay: float = 0.0) -> list[dict]:
     """Optimizer parameter groups with per-core learning rates (for Adam/AdamW).
 
-    Structured cores and ``nn.Linear`` weights get ``lr * base_fan_in / fan_in`` and
-    ``weight_decay``; everything else (biases, norms, embeddings, scalar gains) gets ``lr``
-    and no weight decay. Groups with equal settings are merged; each carries ``lr_mult``
-    and the parameter ``names``. A parameter shared by several modules appears once.
+    Structured cores and dense weights (``nn.Linear``, Hugging Face ``Conv1D``) get
+    ``lr * base_fan_in / fan_in`` and ``weight_decay``; everything else (biases, norms,
+    embeddings, scalar gains) gets ``lr`` and no weight decay. Groups with equal settings are
+    merged; each carries ``lr_mult`` and the parameter ``names``. A parameter shared by
+    several modules appears once.
 
     >>> groups = param_groups(nn.Linear(512, 8), lr=1e-3, base_fan_in=256)
     >>> [(g["names"], g["lr"]) for g in groups]

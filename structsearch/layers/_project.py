@@ -66,8 +66,10 @@ def project_dense(layer, weight: Tensor, bias: Tensor | None = None, *, fit_step
 
     Exact (SVD) without padding; with padding the SVD start is refined by ``fit_steps``
     L-BFGS iterations on the masked least-squares error. ``bias`` is copied when given
-    (else the layer's bias is zeroed).
+    (else the layer's bias is zeroed). A layer with its own ``project_`` (BTT-MoE) projects itself.
     """
+    if hasattr(layer, "project_"):
+        return layer.project_(weight, bias, fit_steps=fit_steps)
     shape = (layer.d_out, layer.d_in)
     if tuple(weight.shape) != shape:
         raise SizeError(f"weight: expected shape {shape} (d_out, d_in), got {tuple(weight.shape)}")

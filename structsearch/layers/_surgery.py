@@ -1,22 +1,27 @@
-"""Model surgery: swap the ``nn.Linear`` modules of an existing model for structured layers.
+"""Model surgery: swap the dense layers of an existing model for structured layers.
 
-:func:`structurize` picks modules by fnmatch-style name patterns, builds an
+:func:`structurize` picks ``nn.Linear`` modules (and Hugging Face ``Conv1D``, GPT-2's
+projection, whose weight is stored transposed) by fnmatch-style name patterns, builds an
 :class:`EinsumLinear` of the same sizes (optionally projected from the dense weight it
-replaces) and returns a :class:`StructurizeSummary` of what changed.
+replaces) and returns a :class:`StructurizeSummary` of what changed. Patterns that leave
+nothing to replace raise :class:`SurgeryError` naming the patterns and the model's layer types.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from fnmatch import fnmatchcase
 from typing import Any
 
 from torch import nn
 
-from structsearch.errors import SizeError, SpecError
-from structsearch.layers._einsum_linear import EinsumLinear, SpecLike, load_spec
+from structsearch.errors import SizeError, SpecError, SurgeryError
+from structsearch.layers._dense import REPLACEABLE, DenseLayer, dense_layer
+from structsearch.layers._einsum_linear import SpecLike, load_spec
 from structsearch.layers._init import init_linear_
+from structsearch.layers._moe import make_layer
 from structsearch.layers._project import project_dense
 from structsearch.sizes import MAX_PADDING
 
@@ -39,6 +44,7 @@ class LayerChange:
     padding: float = 0.0
     projection_error: float | None = None  # relative Frobenius error when init="project"
     skipped: str | None = None  # why the layer was left dense
+    kind: str = "Linear"  # the replaced module: "Linear" or "Conv1D"
 
 
 @dataclass
@@ -89,7 +95,7 @@ class StructurizeSummary:
         for layer in self.layers:
             error = "" if layer.projection_error is None else f"{layer.projection_error:.3g}"
             table.add_row(
-                layer.name,
+                layer.name if layer.kind == "Linear" else f"{layer.name} ({layer.kind})",
                 f"{layer.d_in} x {layer.d_out}",
                 f"{layer.params_before:,} -> {layer.params_after:,}",
                 f"{layer.macs_before:,} -> {layer.macs_after:,}",
@@ -114,8 +120,9 @@ class StructurizeSummary:
         for layer in self.layers:
             note = f" [skipped: {layer.skipped}]" if layer.skipped else ""
             err = "" if layer.projection_error is None else f", error {layer.projection_error:.3g}"
+            kind = "" if layer.kind == "Linear" else f" ({layer.kind})"
             lines.append(
-                f"  {layer.name}: {layer.d_in}x{layer.d_out} params {layer.params_before:,} -> "
+                f"  {layer.name}{kind}: {layer.d_in}x{layer.d_out} params {layer.params_before:,} -> "
                 f"{layer.params_after:,}, MACs {layer.macs_before:,} -> {layer.macs_after:,}{err}{note}"
             )
         return "\n".join(lines)
@@ -126,6 +133,27 @@ def _patterns(value: str | Sequence[str], what: str) -> tuple[str, ...]:
     if not all(isinstance(p, str) for p in patterns):
         raise SpecError(f"{what}: expected name patterns (strings), got {value!r}")
     return patterns
+
+
+def _nothing_to_replace(model: nn.Module, includes: tuple[str, ...], excludes: tuple[str, ...]) -> SurgeryError:
+    """The one-line error for patterns that select no layer: what was asked, what the model has."""
+    replaceable = [name for name, module in model.named_modules() if name and dense_layer(module) is not None]
+    kinds = Counter(type(m).__name__ for name, m in model.named_modules() if name and not any(m.children()))
+    types = ", ".join(f"{kind} x{n}" for kind, n in kinds.most_common(8)) or "none"
+    if len(kinds) > 8:
+        types += f", ... ({len(kinds)} types)"
+    asked = f"include={list(includes)} exclude={list(excludes)}"
+    if replaceable:
+        shown = ", ".join(repr(n) for n in replaceable[:4]) + (", ..." if len(replaceable) > 4 else "")
+        found = f"match none of the model's {len(replaceable)} replaceable layers ({shown})"
+    else:
+        root = dense_layer(model)
+        found = "find no layer to replace" + (
+            f" (the root module, a {root.kind}, is never replaced: wrap it in nn.Sequential)" if root else ""
+        )
+    return SurgeryError(
+        f"structurize: {asked} {found}; replaceable types: {REPLACEABLE}; leaf layer types in the model: {types}"
+    )
 
 
 def structurize(
@@ -139,12 +167,16 @@ def structurize(
     skip_invalid: bool = False,
     fit_steps: int = 100,
 ) -> StructurizeSummary:
-    """Replace the matching ``nn.Linear`` modules of ``model`` (in place) with :class:`EinsumLinear`.
+    """Replace the matching dense layers of ``model`` (in place) with :class:`EinsumLinear`.
 
-    ``include``/``exclude`` are fnmatch patterns over dotted module names (``"blocks.*.mlp.*"``).
+    The dense layers are ``nn.Linear`` and Hugging Face ``Conv1D`` (GPT-2's projections,
+    weight stored (d_in, d_out)). ``include``/``exclude`` are fnmatch patterns over dotted
+    module names (``"blocks.*.mlp.*"``); when they select nothing, :class:`SurgeryError` says so.
     ``init="project"`` fits each new layer to the dense weight it replaces and reports the
     relative Frobenius error. A layer whose sizes need more than ``max_padding`` raises
-    :class:`SizeError` naming it, or is left dense with ``skip_invalid=True``.
+    :class:`SizeError` naming it, or is left dense with ``skip_invalid=True``. A layer whose
+    weight is tied to another parameter (GPT-2's ``lm_head`` and token embedding) is left
+    dense, and the summary says why.
 
     >>> model = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4))
     >>> summary = structurize(model, "btt", exclude="2")
@@ -155,25 +187,38 @@ def structurize(
     if init not in INIT_MODES:
         raise SpecError(f"init: expected one of {', '.join(INIT_MODES)}, got {init!r}")
     includes, excludes = _patterns(include, "include"), _patterns(exclude, "exclude")
-    targets = [
-        (name, module)
-        for name, module in model.named_modules()
-        if name  # the root module cannot replace itself
-        and isinstance(module, nn.Linear)
-        and any(fnmatchcase(name, p) for p in includes)
-        and not any(fnmatchcase(name, p) for p in excludes)
-    ]
+    targets: list[tuple[str, DenseLayer]] = []
+    for name, module in model.named_modules():
+        dense = dense_layer(module) if name else None  # the root module cannot replace itself
+        if (
+            dense is not None
+            and any(fnmatchcase(name, p) for p in includes)
+            and not any(fnmatchcase(name, p) for p in excludes)
+        ):
+            targets.append((name, dense))
+    if not targets:
+        raise _nothing_to_replace(model, includes, excludes)
     summary = StructurizeSummary(spec=parsed.name or parsed.paper, init=init)
-    for name, linear in targets:
-        before = linear.in_features * linear.out_features
+    owners: dict[int, list[str]] = {}  # id(param) -> every name it goes by (tied weights have several)
+    for pname, param in model.named_parameters(remove_duplicate=False):
+        owners.setdefault(id(param), []).append(pname)
+    for name, dense in targets:
+        before = dense.d_in * dense.d_out
+        weight = dense.weight
+        tied = [other for other in owners.get(id(weight), []) if other != f"{name}.weight"]
+        if tied:  # e.g. GPT-2's lm_head shares the token embedding: replacing it would untie them
+            note = f"weight tied to {tied[0]!r}; replacing it would untie them (exclude it, or untie first)"
+            change = LayerChange(name, dense.d_in, dense.d_out, before, before, before, before, kind=dense.kind)
+            summary.layers.append(replace(change, skipped=note))
+            continue
         try:
-            layer = EinsumLinear(
+            layer = make_layer(
                 parsed,
-                linear.in_features,
-                linear.out_features,
-                bias=linear.bias is not None,
-                device=linear.weight.device,
-                dtype=linear.weight.dtype,
+                dense.d_in,
+                dense.d_out,
+                bias=dense.bias is not None,
+                device=weight.device,
+                dtype=weight.dtype,
                 max_padding=max_padding,
             )
         except SizeError as err:
@@ -181,15 +226,15 @@ def structurize(
                 raise SizeError(f"layer {name!r}: {err}") from err
             summary.layers.append(
                 LayerChange(
-                    name, linear.in_features, linear.out_features, before, before, before, before, skipped=str(err)
+                    name, dense.d_in, dense.d_out, before, before, before, before, skipped=str(err), kind=dense.kind
                 )
             )
             continue
         error = None
         if init == "project":
-            error = project_dense(layer, linear.weight, linear.bias, fit_steps=fit_steps)
-        layer.train(linear.training)
-        layer.requires_grad_(linear.weight.requires_grad)  # a frozen layer stays frozen
+            error = project_dense(layer, dense.matrix, dense.bias, fit_steps=fit_steps)
+        layer.train(dense.module.training)
+        layer.requires_grad_(weight.requires_grad)  # a frozen layer stays frozen
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name), child, layer)
         summary.layers.append(
@@ -203,6 +248,7 @@ def structurize(
                 layer.macs,
                 padding=layer.padding,
                 projection_error=error,
+                kind=dense.kind,
             )
         )
     return summary
@@ -224,6 +270,6 @@ def linear_factory(spec: SpecLike, **kwargs: Any) -> Callable[..., nn.Module]:
         return dense
 
     def structured(d_in: int, d_out: int, bias: bool = True) -> nn.Module:
-        return EinsumLinear(parsed, d_in, d_out, bias=bias, **kwargs)
+        return make_layer(parsed, d_in, d_out, bias=bias, **kwargs)
 
     return structured
