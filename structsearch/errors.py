@@ -7,6 +7,7 @@ The CLI turns any ``StructSearchError`` into one line on stderr and exit code 2.
 from __future__ import annotations
 
 __all__ = [
+    "BudgetError",
     "SizeError",
     "SpaceError",
     "SpecError",
@@ -43,3 +44,7 @@ class SurgeryError(StructSearchError, ValueError):
 
 class StudyError(StructSearchError):
     """A study cannot be found, opened or read."""
+
+
+class BudgetError(TaskError):
+    """A FLOP budget buys not even one training step of the model."""

@@ -12,7 +12,7 @@ Compute accounting, per training step::
     other FLOPs  = what torch.utils.flop_counter.FlopCounterMode measures for one whole
                    training step (forward + backward) outside the linear layers
                    (attention score and value matmuls; elementwise ops count 0)
-    steps        = floor(budget / (linear FLOPs + other FLOPs)), at least 1
+    steps        = floor(budget / (linear FLOPs + other FLOPs)); less than one step is an error
 
 A NaN/inf loss or one that explodes past ``explode_factor`` times the first loss ends the
 trial as diverged; a RuntimeError (out of memory, ...) in training ends it as failed. Neither
@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from structsearch.errors import StructSearchError, TaskError
+from structsearch.errors import BudgetError, StructSearchError, TaskError
 from structsearch.spec import Spec, parse_spec
 
 __all__ = [
@@ -158,14 +158,21 @@ class EvalResult(BaseModel):
 
 
 def steps_for_budget(budget: float, flops_per_step: float) -> int:
-    """Training steps a FLOP budget buys: floor(budget / flops_per_step), at least 1.
+    """Training steps a FLOP budget buys: floor(budget / flops_per_step); a budget below one step is an error.
 
     >>> steps_for_budget(1e9, 3e6)
     333
     >>> steps_for_budget(1.0, 3e6)
-    1
+    Traceback (most recent call last):
+    ...
+    structsearch.errors.BudgetError: budget: 1 FLOPs buys no training step; one step costs 3e+06 FLOPs
     """
-    return max(1, int(budget // flops_per_step))
+    steps = int(budget // flops_per_step)
+    if steps < 1:
+        raise BudgetError(
+            f"budget: {budget:.4g} FLOPs buys no training step; one step costs {flops_per_step:.4g} FLOPs"
+        )
+    return steps
 
 
 def resolve_device(device: Any = None) -> Any:
@@ -422,8 +429,8 @@ def evaluate(
     spec = parse_spec(spec)
     seed_list = _check_seeds(seeds)
     task_obj = get_task(task, **dict(task_options or {}))
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise TaskError(f"seed: expected an integer, got {seed!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
+        raise TaskError(f"seed: expected an integer in [0, 2^32), got {seed!r}")
     if width is None:
         width = getattr(task_obj, "width_rule", "fixed")
     width_rule = width if isinstance(width, str) else "explicit"

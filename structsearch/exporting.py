@@ -133,11 +133,13 @@ def export(
     runs_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Write the export document to ``path`` (default ``runs/<study>/best.json``); returns it with ``path`` set."""
+    from structsearch._safe_paths import check_output
     from structsearch.engine._storage import run_dir
     from structsearch.errors import StudyError
 
-    doc = export_document(study, top, storage, runs_dir)
     target = Path(path) if path is not None else run_dir(study, runs_dir) / "best.json"
+    check_output(target, "output", StudyError, create_parent=True)
+    doc = export_document(study, top, storage, runs_dir)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(json.dumps(doc, indent=2) + "\n")

@@ -35,7 +35,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from structsearch.errors import SizeError, TaskError
+from structsearch.errors import BudgetError, SizeError, TaskError
 from structsearch.scaling import PowerLawFit, fit_power_law, pareto_frontier
 from structsearch.spec import Spec, parse_spec
 
@@ -279,7 +279,7 @@ def _rung(
     try:
         width = reference_width if ladder.rule == "fixed" else matched_width(spec, task_obj, reference_width)
         result = evaluate(spec, task_obj, budget=budget, seed=seed, width=width, **train)
-    except SizeError as err:
+    except (SizeError, BudgetError) as err:  # too much padding, or a rung that buys no training step
         return Rung(reference_width=reference_width, width=None, budget=budget, status="skipped", reason=str(err))
     losses = [p.val_loss for p in result.curve[1:] if p.val_loss is not None]
     return Rung(

@@ -110,6 +110,7 @@ class StudyReport:
     correlations: dict[str, dict[str, Any]]
     pareto: list[int]
     plots: dict[str, str] = field(default_factory=dict)
+    plots_error: str | None = None
     n_trials: int = 0
     n_trained: int = 0
     score_label: str = "loss"
@@ -136,6 +137,7 @@ class StudyReport:
             "pareto_front": self.pareto,
             "pareto_front_loss_macs": self.config.get("pareto_objective_front"),
             "plots": self.plots,
+            "plots_error": self.plots_error,
         }
 
     def __rich__(self) -> Any:
@@ -185,6 +187,8 @@ class StudyReport:
             )
         if self.plots:
             parts.append(Text("plots: " + ", ".join(self.plots.values())))
+        if self.plots_error:
+            parts.append(Text(f"plots not written: {self.plots_error}"))
         return Group(*parts)
 
 
@@ -287,16 +291,16 @@ def report(
         references=references,
         confirmation=loaded.user_attrs.get("confirmation"),
     )
-    if plots and trained:
+    if plots and trained:  # the report stands without its plots (a read-only folder, a full disk)
         directory = Path(out_dir) if out_dir is not None else location.run_dir
         try:
             directory.mkdir(parents=True, exist_ok=True)
+            result.plots = _plot(trained, directory, study, config)
+            frontier_png = plot_trial_frontiers(trained, references, directory / "frontiers.png", title=study)
+            if frontier_png:
+                result.plots["frontiers"] = frontier_png
         except OSError as err:
-            raise StudyError(f"{directory}: cannot create the plot directory ({err.strerror or err})") from None
-        result.plots = _plot(trained, directory, study, config)
-        frontier_png = plot_trial_frontiers(trained, references, directory / "frontiers.png", title=study)
-        if frontier_png:
-            result.plots["frontiers"] = frontier_png
+            result.plots_error = f"{directory}: cannot write the plots ({err.strerror or err}); see --no-plots"
     return result
 
 

@@ -23,7 +23,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from structsearch.errors import SizeError, TaskError
+from structsearch._safe_paths import check_output
+from structsearch.errors import BudgetError, SizeError, TaskError
 from structsearch.spec import Spec, parse_spec
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "fit_power_law",
     "ladder_frontier",
     "pareto_frontier",
+    "plot_formats",
     "plot_frontiers",
     "resummarise",
     "scale",
@@ -238,6 +240,7 @@ class ScaleResult(BaseModel):
     target_loss: float | None = Field(description="L*: the baseline's best frontier loss")
     structures: list[StructureScaling]
     plot: str | None = None
+    plot_error: str | None = Field(default=None, description="why the plot was not written (the results stand)")
     total_wall_seconds: float
     device: str
 
@@ -310,6 +313,13 @@ def resummarise(result: ScaleResult, offset: bool | None = None) -> ScaleResult:
     return result.model_copy(update={"structures": rows, "target_loss": target})
 
 
+def plot_formats() -> tuple[str, ...]:
+    """File types matplotlib can write (``png``, ``pdf``, ``svg``, ...)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    return tuple(sorted(FigureCanvasBase.get_supported_filetypes()))
+
+
 def plot_frontiers(result: ScaleResult, path: str) -> str:
     """Loss versus training FLOPs (log-log): every run, the frontier and the fit per structure."""
     import numpy as np
@@ -375,6 +385,8 @@ def scale(
 
     if isinstance(specs, (str, Spec)):
         specs = [specs]
+    if plot:  # before any training: a bad path is an error now, not after the ladder
+        check_output(plot, "plot", TaskError, plot_formats())
     parsed = [parse_spec(s) for s in specs]
     base = parse_spec(baseline) if baseline is not None else None
     if base is not None:
@@ -401,7 +413,7 @@ def scale(
                     r = evaluate(
                         spec, task_obj, budget=budget, seed=seed, device=device, width=width, lr=lr, threads=threads
                     )
-                except SizeError as err:
+                except (SizeError, BudgetError) as err:
                     points.append(ScalePoint(width=width, budget=budget, status="skipped", reason=str(err)))
                 else:
                     device_used = r.device
@@ -437,7 +449,14 @@ def scale(
         total_wall_seconds=time.perf_counter() - start,
         device=device_used,
     )
-    if plot:
-        plot_frontiers(result, plot)
-        result = result.model_copy(update={"plot": plot})
+    if plot:  # the results stand even when the plot cannot be written
+        try:
+            plot_frontiers(result, plot)
+            result = result.model_copy(update={"plot": plot})
+        except (OSError, ValueError) as err:
+            result = result.model_copy(update={"plot_error": f"{plot}: cannot write the plot ({_short(err)})"})
     return result
+
+
+def _short(err: BaseException) -> str:
+    return getattr(err, "strerror", None) or str(err).strip().splitlines()[0][:200]

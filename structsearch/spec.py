@@ -393,6 +393,29 @@ def parse_spec(value: str | Mapping[str, Any] | Sequence[float] | Spec) -> Spec:
     """
     if isinstance(value, Spec):
         return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raise SpecError(f"theta: cannot parse {type(value).__name__}; decode it to a string first")
+    if isinstance(value, Mapping) and not all(isinstance(k, str) for k in value):
+        bad = next(k for k in value if not isinstance(k, str))
+        raise SpecError(f"theta: keys must be the strings alpha..rho, got a {type(bad).__name__} key")
+    try:
+        return _parse(value)
+    except SpecError as err:
+        if "\n" in str(err) or "\r" in str(err):  # a key or value with a line break, quoted as it came
+            raise SpecError(" ".join(str(err).splitlines())) from None
+        raise
+    except RecursionError:
+        raise SpecError("theta: nested too deeply to be a theta") from None
+    except (ValueError, TypeError, OverflowError) as err:  # huge integers, odd element types, ...
+        raise SpecError(f"theta: cannot read a {type(value).__name__} as a theta ({_short(err)})") from None
+
+
+def _short(err: BaseException) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return text[:200]
+
+
+def _parse(value: str | Mapping[str, Any] | Sequence[float]) -> Spec:
     if isinstance(value, Mapping):
         return _from_mapping(value)
     if isinstance(value, str):

@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from structsearch.errors import SizeError, SpecError, TaskError
+from structsearch.errors import BudgetError, SizeError, SpecError, TaskError
 from structsearch.evaluation import EvalResult, evaluate, steps_for_budget
 from structsearch.tasks import Task
 from structsearch.tasks.example_plugin import LinearMapTask
@@ -100,8 +100,11 @@ def test_char_lm_counts_attention_as_other_flops():
 
 def test_budget_decides_steps():
     assert steps_for_budget(10.0, 3.0) == 3
-    assert steps_for_budget(2.0, 3.0) == 1
+    with pytest.raises(BudgetError, match="buys no training step; one step costs 3 FLOPs"):
+        steps_for_budget(2.0, 3.0)
     fps = run(steps=1).flops_per_step
+    with pytest.raises(BudgetError):  # a clear error, not one step past the budget
+        evaluate("btt", "mlp-regression", budget=0.5 * fps, width=64, task_options=MLP, device="cpu")
     r = evaluate("btt", "mlp-regression", budget=5.5 * fps, width=64, task_options=MLP, device="cpu")
     assert r.steps == r.planned_steps == 5
     assert r.train_flops == pytest.approx(5 * fps) and r.train_flops <= r.budget

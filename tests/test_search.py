@@ -10,9 +10,9 @@ from structsearch.engine import (
     Objective,
     Space,
     TaxonomySampler,
+    Watch,
     candidate_pool,
     count_done,
-    find_stale_trials,
     load_existing_study,
     load_space,
     open_storage,
@@ -203,29 +203,41 @@ def test_resume_with_other_settings_is_refused(tmp_path):
         _run(tmp_path, space=Space(name="mine", step=0.5), trials=3, study="sp")
 
 
-def test_stale_running_trial_is_failed_and_requeued(tmp_path):
-    _run(tmp_path, space="btt", trials=2, study="k")
-    loaded, _ = load_existing_study("k", runs_dir=tmp_path)
-    orphan = loaded.ask()
-    for name, dist in load_space("btt").distributions().items():
-        orphan.suggest_float(name, dist.low, dist.high)
-    orphan.set_user_attr("worker", "ghost-host-that-is-not-here:1")
-    import socket
+def test_stale_running_trial_is_failed_and_requeued(tmp_path, monkeypatch):
+    """A trial whose heartbeat is older than the grace period is failed and re-queued; a fresh one is left alone."""
+    import time
 
-    dead = loaded.ask()
-    dead.set_user_attr("worker", f"{socket.gethostname()}:999999999")
-    assert [t.number for t in find_stale_trials(loaded, "me:1")] == [3]  # other hosts are left alone ...
-    assert [t.number for t in find_stale_trials(loaded, "me:1", grace_s=-1)] == [2, 3]  # ... until silent too long
-    params = dict(orphan.params)
-    dead_params = dict(loaded.get_trials()[3].params)
+    monkeypatch.setenv("STRUCTSEARCH_HEARTBEAT_S", "1")
+    monkeypatch.setenv("STRUCTSEARCH_GRACE_S", "2")
+    _run(tmp_path, space="btt", trials=2, study="k")
+    study = optuna.load_study(study_name="k", storage=open_storage("k", runs_dir=tmp_path).storage)
+    silent = study.ask()
+    for name, dist in load_space("btt").distributions().items():
+        silent.suggest_float(name, dist.low, dist.high)
+    silent.set_user_attr("worker", "ghost-host:1")
+    silent.set_user_attr("heartbeat", time.time())
+    alive = study.ask()
+    alive.set_user_attr("worker", "other-host:2")
+    time.sleep(2.5)  # past the grace period since both started; only one keeps beating
+    alive.set_user_attr("heartbeat", time.time())
+    params = dict(silent.params)
+    watch = Watch(study, "me:1")
+    watch.fail_stale()
+    trials = study.get_trials()
+    assert watch.recovered == 1 and trials[2].state == TrialState.FAIL
+    assert trials[2].user_attrs["status"] == "interrupted"
+    assert "no heartbeat for 3 s" in trials[2].user_attrs["reason"]
+    assert trials[3].state == TrialState.RUNNING  # its worker beats: left alone
+    retry = trials[4]
+    assert retry.state == TrialState.WAITING and retry.params == params and retry.user_attrs["retry_of"] == 2
+    assert "worker" not in retry.user_attrs and "heartbeat" not in retry.user_attrs
+    # the session waits for the other worker's trial; once it too goes silent, it is failed (no params: not re-run)
     result = _run(tmp_path, space="btt", trials=4, study="k")
-    assert result.stale_recovered == 1
     trials = _trials(tmp_path, "k")
-    assert trials[3].state == TrialState.FAIL and trials[3].user_attrs["status"] == "interrupted"
-    # the other host's trial is still its own: this worker leaves its slot to it
-    assert trials[2].state == TrialState.RUNNING and trials[2].params == params
-    assert count_done(load_existing_study("k", runs_dir=tmp_path)[0]) == 3
-    assert dead_params == {}  # killed before it proposed anything: failed, not re-queued
+    assert result.stale_recovered == 1 and trials[3].state == TrialState.FAIL
+    assert count_done(load_existing_study("k", runs_dir=tmp_path)[0]) == 4
+    assert [t.number for t in trials if t.user_attrs.get("retry_of") == 2 and t.state.is_finished()] == [4]
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
 
 
 def test_pareto_objective_with_nsga2(tmp_path):

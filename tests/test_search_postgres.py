@@ -52,7 +52,7 @@ def test_two_workers_share_a_postgres_study(postgres, tmp_path):
         "--task",
         "toy",
         "--evaluator",
-        "tests.test_search_resume:slow_evaluate",
+        "tests.test_faults:slow_evaluate",
         "--width",
         "64",
         "--trials",

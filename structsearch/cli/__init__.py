@@ -62,10 +62,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     first = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser([first] if first in COMMANDS else None)
     args = parser.parse_args(argv)
+    args.argv = argv  # what `search --workers N` starts its other workers with
     try:
         return int(args.func(args) or 0)
     except StructSearchError as err:
-        print(f"structsearch {args.command}: error: {err}", file=sys.stderr)
+        message = " ".join(str(err).splitlines())  # one line, whatever the input held
+        print(f"structsearch {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"structsearch {args.command}: interrupted", file=sys.stderr)

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-__all__ = ["emit", "flops", "positive_int", "stdout_console"]
+__all__ = ["emit", "flops", "positive_int", "seed_value", "stdout_console"]
 
 
 def positive_int(text: str) -> int:
@@ -17,6 +17,17 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def seed_value(text: str) -> int:
+    """argparse type: a seed in [0, 2^32), what numpy and torch both accept."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2^32), got {text!r}") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2^32), got {text}")
     return value
 
 

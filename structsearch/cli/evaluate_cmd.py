@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from structsearch.cli._common import seed_value
 from structsearch.errors import TaskError
 
 __all__ = ["parse_options", "register", "run"]
@@ -58,7 +59,7 @@ def add_task_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="task option passed to the task factory (repeatable), e.g. teacher_width=128",
     )
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--seed", type=seed_value, default=0, help="random seed in [0, 2^32) (default 0)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     parser.add_argument("--lr", type=float, default=None, help="base learning rate (default: the task's tuned lr)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -75,7 +76,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("structure", metavar="THETA_OR_NAME", help="paper notation, JSON object or structure name")
+    parser.add_argument(
+        "structure", metavar="THETA_OR_NAME", help="paper notation, JSON object, structure name or exported spec file"
+    )
     add_task_arguments(parser)
     parser.add_argument("--budget", type=float, default=None, help="training FLOPs (default: the task's proxy budget)")
     parser.add_argument("--steps", type=int, default=None, help="train a fixed number of steps instead of a budget")
@@ -106,7 +109,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from structsearch.evaluation import evaluate
+    from structsearch.layers import load_spec
 
+    args.structure = load_spec(args.structure)  # a name, a theta or an exported spec file (best.json)
     options = parse_options(args.option)
     if args.seeds is not None:
         return _run_seeds(args, options)

@@ -27,7 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("structures", nargs="+", metavar="THETA_OR_NAME", help="one or more structures")
+    parser.add_argument(
+        "structures", nargs="+", metavar="THETA_OR_NAME", help="one or more structures (or exported spec files)"
+    )
     add_task_arguments(parser)
     parser.add_argument("--widths", type=int, nargs="+", default=[64, 128, 256], help="widths (default 64 128 256)")
     parser.add_argument(
@@ -41,7 +43,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from structsearch.layers import load_spec
     from structsearch.scaling import scale
+
+    structures = [load_spec(s) for s in args.structures]  # names, theta or exported spec files
 
     kwargs: dict[str, Any] = {
         "task": args.task,
@@ -57,9 +62,9 @@ def run(args: argparse.Namespace) -> int:
         "threads": args.threads,
     }
     if args.json:
-        result = scale(args.structures, **kwargs)
+        result = scale(structures, **kwargs)
         print(json.dumps(result.to_dict()))
-        return 0
+        return _plot_written(result)
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -76,8 +81,18 @@ def run(args: argparse.Namespace) -> int:
         def progress(done: int, total: int, label: str) -> None:
             bar.update(task_id, completed=done, total=total, description=label)
 
-        result = scale(args.structures, progress=progress, **kwargs)
+        result = scale(structures, progress=progress, **kwargs)
     _render(result)
+    return _plot_written(result)
+
+
+def _plot_written(result: Any) -> int:
+    """The results are out; a plot that could not be written is still an error (one line, exit 2)."""
+    if result.plot_error:
+        import sys
+
+        print(f"structsearch scale: error: {result.plot_error}; the results above are complete", file=sys.stderr)
+        return 2
     return 0
 
 

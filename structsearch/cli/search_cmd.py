@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from structsearch.cli._common import emit, flops, positive_int
+from structsearch.cli._common import emit, flops, positive_int, seed_value
+from structsearch.cli._workers import gather, with_workers
 from structsearch.engine._pruning import DEFAULT_PRUNER, PRUNERS
 from structsearch.frontier import TARGET_MULTIPLE
 
@@ -16,6 +17,7 @@ EXAMPLES = """examples:
   structsearch search --space full --sampler nsga2 --objective pareto --trials 40 --study pareto-full
   structsearch search --space search_spaces/kronecker.yaml --no-steer --sampler random --trials 20
   structsearch search --space full --storage postgresql://user@host/db --study shared   (one per worker)
+  structsearch search --space btt --trials 40 --workers 4                                (4 local workers)
 
 Running the same command again resumes the study (runs/<study>/journal.log by default).
 Spaces: full, full-continuous, btt, kronecker, low-rank, steered-default, or a YAML file.
@@ -85,7 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=True,
         help="taxonomy steering (default on; --no-steer: plain Optuna over raw theta)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the sampler and of training (default 0)")
+    parser.add_argument("--seed", type=seed_value, default=0, help="seed of the sampler and of training (default 0)")
     parser.add_argument("--width", type=positive_int, default=None, help="model width (default: the task's)")
     parser.add_argument(
         "--evaluator",
@@ -143,10 +145,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="torch CPU threads per training (default: torch's); on a 2-core machine run two workers with "
         "--threads 1 on the same study (docs/evaluation.md 7)",
     )
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="run N local worker processes on the study, stopped together on Ctrl-C (default 1)",
+    )
     parser.add_argument("--runs-dir", default=None, metavar="DIR", help="where runs/<study>/ lives (default runs)")
     parser.add_argument("--no-progress", action="store_true", help="no progress display on stderr")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=with_workers(run))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -180,5 +189,5 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         runs_dir=args.runs_dir,
     )
-    emit(result, args.json)
+    emit(gather(args, result), args.json)  # with --workers N: all workers' sessions
     return 0

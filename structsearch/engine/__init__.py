@@ -8,17 +8,20 @@
 - :func:`make_pruner` -- Optuna pruners over the frontier ladder's rungs.
 - :func:`confirm_study` -- the confirmation stage: top candidates and references re-trained with seeds.
 - :func:`open_storage`, :func:`load_existing_study` -- ``runs/<study>/journal.log`` or any Optuna URL.
+- :class:`Watch`, :func:`heartbeat_settings` -- heartbeats; dead workers' trials failed and re-queued.
 """
 
 from __future__ import annotations
 
 from structsearch.engine._confirm import confirm_study, top_trials
+from structsearch.engine._heartbeat import Watch, heartbeat_settings
 from structsearch.engine._objective import Objective, TrialOutcome, dominated_by_dense, toy_evaluate, worker_id
 from structsearch.engine._pruning import DEFAULT_PRUNER, PRUNERS, make_pruner
 from structsearch.engine._references import REFERENCES, stored_references
 from structsearch.engine._runner import OBJECTIVES, SAMPLERS, SearchResult, count_done, search
 from structsearch.engine._scorers import EVALUATORS, FrontierScorer, resolve_evaluator
 from structsearch.engine._space import (
+    LATTICE_CAP,
     SPACES_DIR,
     Constraints,
     Space,
@@ -31,7 +34,6 @@ from structsearch.engine._space import (
 from structsearch.engine._steering import CandidatePool, TaxonomySampler, candidate_pool, prior_score, sizes_key
 from structsearch.engine._storage import (
     StudyLocation,
-    find_stale_trials,
     list_studies,
     load_existing_study,
     open_storage,
@@ -41,6 +43,7 @@ from structsearch.engine._storage import (
 __all__ = [
     "DEFAULT_PRUNER",
     "EVALUATORS",
+    "LATTICE_CAP",
     "OBJECTIVES",
     "PRUNERS",
     "REFERENCES",
@@ -56,12 +59,13 @@ __all__ = [
     "StudyLocation",
     "TaxonomySampler",
     "TrialOutcome",
+    "Watch",
     "available_spaces",
     "candidate_pool",
     "confirm_study",
     "count_done",
     "dominated_by_dense",
-    "find_stale_trials",
+    "heartbeat_settings",
     "list_studies",
     "load_existing_study",
     "load_space",

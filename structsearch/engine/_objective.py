@@ -20,7 +20,8 @@ concurrent     another worker is training the same integer sizes right now  PRUN
 evaluated      trained; values = score (and MACs for the Pareto objective)  COMPLETE
 pruned         the pruner stopped its ladder after a cheap rung             PRUNED
 diverged       trained, the loss diverged                                   PRUNED
-failed         trained, the run failed (out of memory, ...)                 PRUNED
+failed         trained, the run failed (out of memory, the task raised,    PRUNED
+               the budget buys no step, ...)
 =============  ===========================================================  ==========
 
 Every proposal is canonicalised first: a redundant theta is replaced by its relabelled
@@ -305,6 +306,11 @@ class Objective:
             )
         except SizeError as err:
             attrs.update(status="padding", reason=str(err))
+            return TrialOutcome(TrialState.PRUNED, None, attrs)
+        except optuna.TrialPruned:
+            raise
+        except Exception as err:  # a task or scorer failing on this candidate fails this trial, not the search
+            attrs.update(status="failed", reason=f"{type(err).__name__}: {str(err).strip()[:500]}")
             return TrialOutcome(TrialState.PRUNED, None, attrs)
         # rank by the scorer's score where it has one (the proxy's extrapolated loss)
         loss = _finite(getattr(result, "score", getattr(result, "final_loss", None)))

@@ -42,7 +42,12 @@ def ensure_references(
 def reference_row(name: str, score_fn: Any, task: str, budget: float | None, seed: int, width: int) -> dict[str, Any]:
     spec = parse_spec(name)
     tax = analyze(spec, width, width, max_padding=None)
-    result = score_fn(spec, task=task, budget=budget, seed=seed, width=width)
+    try:
+        result = score_fn(spec, task=task, budget=budget, seed=seed, width=width)
+    except Exception as err:  # a task failing on a reference leaves the row failed, not the search
+        from types import SimpleNamespace
+
+        result = SimpleNamespace(status="failed", reason=f"{type(err).__name__}: {str(err).strip()[:500]}")
     score = getattr(result, "score", None)
     if score is None:
         score = getattr(result, "final_loss", None)

@@ -20,19 +20,14 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from structsearch.engine._confirm import confirm_study
+from structsearch.engine._heartbeat import Watch
 from structsearch.engine._objective import EvaluateFn, Objective, TrialOutcome, worker_id
 from structsearch.engine._pruning import make_pruner
 from structsearch.engine._references import ensure_references, stored_references
 from structsearch.engine._scorers import TRAINERS, resolve_evaluator
 from structsearch.engine._space import Space, load_space
 from structsearch.engine._steering import CandidatePool, TaxonomySampler, candidate_pool
-from structsearch.engine._storage import (
-    HEARTBEAT_S,
-    StudyLocation,
-    check_study_name,
-    find_stale_trials,
-    open_storage,
-)
+from structsearch.engine._storage import StudyLocation, check_study_name, open_storage
 from structsearch.errors import SpaceError, StructSearchError, StudyError, TaskError
 
 __all__ = ["OBJECTIVES", "SAMPLERS", "SearchResult", "count_done", "search"]
@@ -384,7 +379,7 @@ def search(
     elif sampler == "grid" and space_obj.step is None:
         raise SpaceError(f"space {space_obj.name}: continuous (step: null); --sampler grid needs a space with a step")
     location = open_storage(name, storage, runs_dir)
-    study_obj, resumed, stale = _open_study(name, location, pareto, objective, config, study_pruner)
+    study_obj, resumed, watch = _open_study(name, location, pareto, objective, config, study_pruner)
     session_seed = seed + 7919 * len(study_obj.get_trials(deepcopy=False))
     opt_sampler, enqueue = _make_sampler(sampler, pool, space_obj, session_seed, pareto, trials)
     if enqueue and not resumed:
@@ -398,7 +393,7 @@ def search(
 
     scorer = Objective(space_obj, task=task, budget=budget, seed=seed, width=width, evaluate_fn=fn, pareto=pareto)
     label = f"{sampler}{'+steer' if steer else ''}"
-    new = _run_trials(study_obj, scorer, label, trials, max_trainings, progress, callbacks)
+    new = _run_trials(watch, scorer, label, trials, max_trainings, progress, callbacks)
     trains = evaluate_fn is None or evaluate_fn in TRAINERS  # the confirmation trains on the task itself
     if confirm and trains and not pareto and count_done(study_obj) >= trials:
         confirm_study(
@@ -420,7 +415,7 @@ def search(
         resumed=resumed,
         elapsed_seconds=time.monotonic() - started,
         objective=objective,
-        stale_recovered=len(stale),
+        stale_recovered=watch.recovered,
         config=config,
         references=stored_references(study_obj),
         confirmation=study_obj.user_attrs.get("confirmation"),
@@ -453,8 +448,8 @@ def _check_arguments(
         raise TaskError(f"budget: expected a positive number of FLOPs, got {budget!r}")
     if width is not None and (isinstance(width, bool) or not isinstance(width, int) or width < 1):
         raise TaskError(f"width: expected a positive integer, got {width!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise StudyError(f"seed: expected an integer, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise StudyError(f"seed: expected an integer in [0, 2^32), got {seed!r}")
     if isinstance(confirm_top, bool) or not isinstance(confirm_top, int) or confirm_top < 1:
         raise StudyError(f"confirm_top: expected a positive integer, got {confirm_top!r}")
     seeds = list(confirm_seeds)
@@ -469,7 +464,7 @@ def _open_study(
     objective: str,
     config: dict[str, Any],
     pruner: optuna.pruners.BasePruner,
-) -> tuple[optuna.Study, bool, list[FrozenTrial]]:
+) -> tuple[optuna.Study, bool, Watch]:
     """Create or load the study, check that a resumed one matches, re-queue trials dead workers left."""
     directions = ["minimize", "minimize"] if pareto else ["minimize"]
     try:
@@ -489,14 +484,13 @@ def _open_study(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study_obj.set_metric_names(["loss", "macs"])
-    stale = find_stale_trials(study_obj, worker_id())
-    for t in stale:
-        _requeue(study_obj, t, f"worker {t.user_attrs.get('worker', '?')} stopped before finishing it")
-    return study_obj, resumed, stale
+    watch = Watch(study_obj, worker_id())  # heartbeats; dead workers' trials failed and re-queued
+    watch.fail_stale()
+    return study_obj, resumed, watch
 
 
 def _run_trials(
-    study_obj: optuna.Study,
+    watch: Watch,
     scorer: Objective,
     label: str,
     trials: int,
@@ -504,8 +498,12 @@ def _run_trials(
     progress: bool,
     callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], bool | None]],
 ) -> int:
-    """Ask, settle or train, record, until the study holds ``trials``; returns the trials this session added."""
-    me = worker_id()
+    """Ask, settle or train, record, until the study holds ``trials``; returns the trials this session added.
+
+    While other workers' running trials could still fill the study this worker waits for them
+    instead of leaving; one whose worker dies is re-queued and run here (``_heartbeat``).
+    """
+    study_obj = watch.study
     new = 0
     best = _best(study_obj)
     with _progress(progress, trials, count_done(study_obj), best) as bar, _sigterm_as_interrupt():
@@ -514,16 +512,10 @@ def _run_trials(
             bar(done, best)
             if done >= trials or (max_trainings is not None and _count_evaluated(study_obj) >= max_trainings):
                 break
-            running = [
-                t
-                for t in study_obj.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                if t.user_attrs.get("worker") != me
-            ]
-            if done + len(running) >= trials:  # other workers are finishing the rest
+            if watch.others_finish(trials, lambda d, b=best: bar(d, b)):  # waits on others' trials
                 break
-            trial = study_obj.ask()
-            trial.set_user_attr("sampler", label)
-            outcome = _score_trial(study_obj, trial, scorer)
+            trial = watch.ask()
+            outcome = _score_trial(watch, trial, scorer, label)
             try:
                 _record(study_obj, trial, outcome)
             except KeyboardInterrupt:
@@ -540,10 +532,12 @@ def _run_trials(
     return new
 
 
-def _score_trial(study_obj: optuna.Study, trial: optuna.Trial, scorer: Objective) -> TrialOutcome:
+def _score_trial(watch: Watch, trial: optuna.Trial, scorer: Objective, label: str) -> TrialOutcome:
     """Run the objective on one trial; an interruption re-queues it, an error fails it and propagates."""
+    study_obj = watch.study
     try:
-        with _heartbeat(trial):
+        with watch.beating(trial):
+            trial.set_user_attr("sampler", label)
             return scorer(study_obj, trial)
     except KeyboardInterrupt:
         _requeue(study_obj, trial, "interrupted (Ctrl-C / SIGTERM)")
@@ -558,30 +552,6 @@ def _score_trial(study_obj: optuna.Study, trial: optuna.Trial, scorer: Objective
         trial.set_user_attr("reason", f"{type(err).__name__}: {err}"[:500])
         study_obj.tell(trial, state=TrialState.FAIL)
         raise
-
-
-@contextmanager
-def _heartbeat(trial: optuna.Trial) -> Iterator[None]:
-    """Refresh the trial's ``heartbeat`` user attribute while it runs (stale-trial detection)."""
-    import threading
-
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(HEARTBEAT_S):
-            try:
-                trial.set_user_attr("heartbeat", time.time())
-            except Exception:  # the trial finished meanwhile, or the storage hiccuped: the next beat retries
-                return
-
-    trial.set_user_attr("heartbeat", time.time())
-    thread = threading.Thread(target=beat, name=f"structsearch-heartbeat-{trial.number}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=5)
 
 
 def _record(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome) -> None:

@@ -75,7 +75,8 @@ def resolve_evaluator(
         fn = proxy if evaluator == "proxy" else evaluate
         return (partial(fn, threads=threads) if threads else fn), f"structsearch.evaluation:{fn.__name__}"
     if callable(evaluator):
-        return evaluator, f"{getattr(evaluator, '__module__', '?')}:{getattr(evaluator, '__qualname__', '?')}"
+        name = f"{getattr(evaluator, '__module__', '?')}:{getattr(evaluator, '__qualname__', '?')}"
+        return _check_signature(evaluator, name), name
     text = str(evaluator)
     if text == "toy":
         from structsearch.engine._objective import toy_evaluate
@@ -92,7 +93,24 @@ def resolve_evaluator(
         raise TaskError(f"evaluator {text!r}: cannot import ({err})") from None
     if not callable(fn):
         raise TaskError(f"evaluator {text!r}: not callable")
-    return fn, text
+    return _check_signature(fn, text), text
+
+
+def _check_signature(fn: EvaluateFn, name: str) -> EvaluateFn:
+    """Refuse, before any training, a scorer that cannot be called as ``fn(spec, task=, budget=, seed=, width=)``."""
+    import inspect
+
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # some builtins have none: the first call will tell
+        return fn
+    try:
+        signature.bind(None, task="t", budget=1.0, seed=0, width=1)
+    except TypeError as err:
+        raise TaskError(
+            f"evaluator {name!r}: cannot be called as evaluate(spec, task=, budget=, seed=, width=) ({err})"
+        ) from None
+    return fn
 
 
 def score_attrs(result: Any) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from structsearch.errors import SpaceError
 from structsearch.spec import CLASSES, INPUT_CLASSES, OUTPUT_CLASSES, Routing
 
 __all__ = [
+    "LATTICE_CAP",
     "SPACES_DIR",
     "Constraints",
     "Space",
@@ -46,6 +47,8 @@ __all__ = [
 ]
 
 SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
+LATTICE_CAP = 1_000_000
+"""Most lattice points a space may have (the full space: 107,653 at step 1/12, 882,000 at 1/19, the finest)."""
 _REGISTERED: dict[str, Space] = {}
 
 
@@ -199,11 +202,21 @@ class Space(BaseModel):
             raise ValueError(f"rho: expected 0 <= lo <= hi <= 1, got [{lo:g}, {hi:g}]")
         if self.step is not None:
             n = 1.0 / self.step
+            if not math.isfinite(n) or n > LATTICE_CAP:
+                raise ValueError(
+                    f"step: {self.step:g} is finer than the lattice cap allows (at most {LATTICE_CAP:,} points)"
+                )
             if abs(n - round(n)) > 1e-6:
                 raise ValueError(f"step: 1/step must be an integer (e.g. 1/12, 0.25), got {self.step:g}")
             for bound in (lo, hi):
                 if abs(bound * round(n) - round(bound * round(n))) > 1e-6:
                     raise ValueError(f"rho: bounds must be multiples of step {self.step:g}, got {bound:g}")
+            points = self.lattice_size()
+            if points > LATTICE_CAP:
+                raise ValueError(
+                    f"step: {self.step:g} gives a lattice of {points:,} points, more than the cap {LATTICE_CAP:,}; "
+                    "use a coarser step or pin more classes"
+                )
         return self
 
     @model_serializer(mode="wrap")
@@ -300,11 +313,27 @@ class Space(BaseModel):
         return params
 
     # -- enumeration -----------------------------------------------------------------
+    def lattice_size(self, n_steps: int | None = None) -> int:
+        """How many points :meth:`lattice` holds, counted without building it.
+
+        >>> Space(name="s", step="1/12").lattice_size()
+        107653
+        """
+        n = self.n_steps or n_steps or 0
+        lo, hi = round(self.rho[0] * n), round(self.rho[1] * n)
+        ins, outs = len(self.free_inputs), len(self.free_outputs)
+        return math.comb(n + ins - 1, ins - 1) * math.comb(n + outs - 1, outs - 1) * (hi - lo + 1)
+
     def lattice(self, n_steps: int | None = None) -> np.ndarray:
-        """Every lattice point of the space as an array [N, 7] (``n_steps`` for continuous spaces)."""
+        """Every lattice point of the space as an array [N, 7] (``n_steps`` for continuous spaces).
+
+        A lattice of more than ``LATTICE_CAP`` points is refused before anything is allocated.
+        """
         n = self.n_steps or n_steps
         if n is None:
             raise SpaceError(f"space {self.name}: continuous; pass n_steps to enumerate a lattice")
+        if self.lattice_size(n) > LATTICE_CAP:
+            raise SpaceError(f"space {self.name}: {self.lattice_size(n):,} lattice points, more than {LATTICE_CAP:,}")
 
         def side(free: tuple[str, ...]) -> list[dict[str, float]]:
             out = []
@@ -427,7 +456,13 @@ def load_space(value: str | Path | Mapping[str, Any] | Space) -> Space:
     import yaml
 
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except OSError as err:
+        raise SpaceError(f"{path}: cannot read the space file ({err.strerror or err})") from None
+    except UnicodeDecodeError as err:
+        raise SpaceError(f"{path}: not UTF-8 text (byte {err.start}); expected a YAML space file") from None
+    except RecursionError:
+        raise SpaceError(f"{path}: nested too deeply to be a space file") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark is not None else ""

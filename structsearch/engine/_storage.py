@@ -4,13 +4,17 @@ The default is Optuna's append-only journal file (:class:`optuna.storages.journa
 with its file lock: no server, safe for several local worker processes, and robust to
 ``kill -9`` (each record is one fsync'ed line; a torn last line left by a crash is cut off,
 under the lock, before the study is opened again). ``optuna-dashboard runs/<study>/journal.log``
-opens it as it is.
+opens it as it is. A file that is not a journal is never touched (``_journal``).
+
+``search`` opens a storage for writing (``create=True``); ``report`` and ``export`` open it
+read-only: nothing is created, locked, repaired or written.
 
 ``storage`` may also be:
 
 - a path to a journal file (``*.log``) or a directory (``<dir>/journal.log``);
 - an SQLAlchemy URL (``sqlite:///x.db``, ``postgresql://user@host/db``, ...) for
-  :class:`optuna.storages.RDBStorage`, e.g. several workers on several machines;
+  :class:`optuna.storages.RDBStorage`, e.g. several workers on several machines (timeouts,
+  schema creation and Optuna's heartbeat: ``_rdb``, ``_heartbeat``);
 - a ``redis://`` URL for Optuna's Redis journal (needs the ``redis`` package).
 """
 
@@ -24,17 +28,16 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
 
+from structsearch.engine._heartbeat import RequeueStale, heartbeat_settings
+from structsearch.engine._journal import open_journal
+from structsearch.engine._rdb import open_rdb
 from structsearch.errors import StudyError
 
 __all__ = [
     "DEFAULT_RUNS_DIR",
-    "HEARTBEAT_S",
-    "STALE_AFTER_S",
     "StudyLocation",
     "check_study_name",
-    "find_stale_trials",
     "list_studies",
     "load_existing_study",
     "open_storage",
@@ -43,9 +46,6 @@ __all__ = [
 
 DEFAULT_RUNS_DIR = Path("runs")
 JOURNAL_NAME = "journal.log"
-_UNNAMED_GRACE_S = 60
-HEARTBEAT_S = 30.0
-STALE_AFTER_S = 600.0
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://")
 
 
@@ -75,49 +75,6 @@ def run_dir(study: str, runs_dir: str | Path | None = None) -> Path:
     return Path(runs_dir or DEFAULT_RUNS_DIR) / check_study_name(study)
 
 
-def _repair_journal(path: Path, lock: Any) -> None:
-    """Cut a torn last line (a crash mid-append) so later appends stay parseable."""
-    if not path.exists() or path.stat().st_size == 0:
-        return
-    from optuna.storages.journal._file import get_lock_file
-
-    with get_lock_file(lock), open(path, "rb+") as f:
-        f.seek(0, os.SEEK_END)
-        size = f.tell()
-        f.seek(max(0, size - 1))
-        if f.read(1) == b"\n":
-            return
-        # find the last newline and truncate after it
-        block, pos = 65536, size
-        cut = 0
-        while pos > 0:
-            start = max(0, pos - block)
-            f.seek(start)
-            chunk = f.read(pos - start)
-            i = chunk.rfind(b"\n")
-            if i >= 0:
-                cut = start + i + 1
-                break
-            pos = start
-        f.truncate(cut)
-
-
-def _journal(path: Path) -> Any:
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise StudyError(f"{path.parent}: cannot create the study directory ({err.strerror or err})") from None
-    lock = JournalFileSymlinkLock(str(path))
-    _repair_journal(path, lock)
-    try:
-        return JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
-    except (ValueError, OSError) as err:
-        raise StudyError(f"{path}: cannot read the journal ({err})") from None
-
-
 def open_storage(
     study: str, storage: str | None = None, runs_dir: str | Path | None = None, create: bool = True
 ) -> StudyLocation:
@@ -127,7 +84,7 @@ def open_storage(
         path = directory / JOURNAL_NAME
         if not create and not path.exists():
             raise StudyError(_missing_message(study, runs_dir))
-        return StudyLocation(_journal(path), str(path), directory, True)
+        return StudyLocation(open_journal(path, writable=create), str(path), directory, True)
     if _URL.match(storage):
         if storage.startswith(("redis://", "rediss://", "unix://")):
             try:
@@ -136,26 +93,36 @@ def open_storage(
 
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    backend = JournalRedisBackend(storage)
+                    backend = JournalRedisBackend(_with_socket_timeouts(storage))
                 return StudyLocation(JournalStorage(backend), _redact(storage), directory, False)
             except Exception as err:  # redis missing or unreachable
                 first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 raise StudyError(f"storage {_redact(storage)}: cannot open the Redis journal ({first[:300]})") from None
-        from optuna.storages import RDBStorage
-
-        url = _with_driver(storage)
-        try:
-            rdb = RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
-        except Exception as err:  # sqlalchemy raises many kinds; report one line
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise StudyError(f"storage {_redact(storage)}: cannot connect ({first[:300]})") from None
+        heartbeat = heartbeat_settings() if create else None
+        rdb = open_rdb(_with_driver(storage), _redact(storage), create, heartbeat, RequeueStale())
         return StudyLocation(rdb, _redact(storage), directory, False)
     path = Path(storage)
     if path.is_dir() or storage.endswith(("/", os.sep)):
         path = path / JOURNAL_NAME
     if not create and not path.exists():
         raise StudyError(f"storage {storage}: no such journal file")
-    return StudyLocation(_journal(path), str(path), directory, False)
+    return StudyLocation(open_journal(path, writable=create), str(path), directory, False)
+
+
+def _with_socket_timeouts(url: str) -> str:
+    """A Redis URL with connect and read timeouts unless it sets its own.
+
+    >>> _with_socket_timeouts("redis://h:6379/0")
+    'redis://h:6379/0?socket_connect_timeout=3&socket_timeout=60'
+    """
+    from structsearch.engine._rdb import CONNECT_TIMEOUT_S, STATEMENT_TIMEOUT_S
+
+    extra = [
+        f"{key}={value}"
+        for key, value in (("socket_connect_timeout", CONNECT_TIMEOUT_S), ("socket_timeout", STATEMENT_TIMEOUT_S))
+        if f"{key}=" not in url
+    ]
+    return url + ("&" if "?" in url else "?") + "&".join(extra) if extra else url
 
 
 def _with_driver(url: str) -> str:
@@ -203,45 +170,10 @@ def load_existing_study(
         names = [s.study_name for s in optuna.get_all_study_summaries(location.storage)]
         listing = f"; it holds: {', '.join(names)}" if names else "; it holds no studies"
         raise StudyError(f"no study {study!r} in {location.description}{listing}") from None
+    except StudyError:
+        raise
+    except Exception as err:  # a storage that fails or times out mid-read: one line
+        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+        kind = type(err).__name__
+        raise StudyError(f"storage {location.description}: cannot read study {study!r} ({kind}: {first})") from None
     return loaded, location
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def find_stale_trials(study: optuna.Study, own_worker: str, grace_s: float | None = None) -> list[FrozenTrial]:
-    """RUNNING trials whose worker is gone.
-
-    A trial records ``worker = host:pid`` when it starts and refreshes ``heartbeat`` (unix
-    time) every ``HEARTBEAT_S`` seconds while it runs. It is stale when its worker is on this
-    host and no longer alive, or (any host) when its last sign of life is older than
-    ``grace_s`` (default ``STALE_AFTER_S``); one that never named its worker, after a minute.
-    """
-    import socket
-    import time
-
-    grace_s = STALE_AFTER_S if grace_s is None else grace_s
-    host = socket.gethostname()
-    now = time.time()
-    stale = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = t.user_attrs.get("worker")
-        if worker == own_worker:
-            continue
-        started = t.datetime_start.timestamp() if t.datetime_start is not None else now
-        alive_at = float(t.user_attrs.get("heartbeat", started))
-        if worker is None:
-            if now - started > _UNNAMED_GRACE_S:
-                stale.append(t)
-            continue
-        w_host, _, w_pid = str(worker).rpartition(":")
-        if (w_host == host and w_pid.isdigit() and not _pid_alive(int(w_pid))) or now - alive_at > grace_s:
-            stale.append(t)
-    return stale

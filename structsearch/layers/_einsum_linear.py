@@ -73,16 +73,22 @@ def load_spec(spec_or_path: SpecLike, index: int = 0) -> Spec:
         isinstance(spec_or_path, str) and spec_or_path.strip().endswith(".json")
     )
     if isinstance(spec_or_path, str) and not is_path and not spec_or_path.strip().startswith("{"):
-        is_path = os.path.isfile(spec_or_path)
+        is_path = "\x00" not in spec_or_path and os.path.isfile(spec_or_path)
     if not is_path:
         return parse_spec(spec_or_path)  # type: ignore[arg-type]
+    if isinstance(index, bool) or not isinstance(index, int):
+        raise SpecError(f"index: expected an integer, got {index!r}")
     path = Path(spec_or_path)  # type: ignore[arg-type]
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(path.read_bytes().decode("utf-8"))
     except OSError as err:
         raise SpecError(f"{path}: cannot read spec file ({err.strerror or err})") from None
     except json.JSONDecodeError as err:
         raise SpecError(f"{path}: invalid JSON ({err.msg} at line {err.lineno})") from None
+    except UnicodeDecodeError as err:
+        raise SpecError(f"{path}: not UTF-8 text (byte {err.start}); expected a JSON spec file") from None
+    except (ValueError, RecursionError) as err:  # integers too long to convert, nesting too deep
+        raise SpecError(f"{path}: cannot read the JSON ({type(err).__name__}: {str(err)[:200]})") from None
     return _spec_from_document(doc, str(path), index)
 
 
