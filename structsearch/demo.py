@@ -93,10 +93,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, ref in doc["references"].items():
         console.print(f"reference {name}: {ref['loss']:.4g} (scored the same way)")
     confirmation = best.get("confirmation") or {}
-    for line in confirmation.get("comparisons", []):
+    if confirmation.get("comparisons"):
         from structsearch.confirmation import Comparison
 
-        console.print(f"confirmed ({confirmation['label']}): {Comparison.model_validate(line).sentence()}")
+        console.print(f"confirmed with {confirmation['label']}:")
+        for line in confirmation["comparisons"]:
+            console.print(f"  {Comparison.model_validate(line).sentence()}")
     layer = EinsumLinear.from_spec(doc["path"], 1024, 1024)
     console.print(
         f"as a 1024 -> 1024 layer: {layer.params:,} parameters and {layer.macs:,} MACs per vector "
