@@ -164,7 +164,56 @@ def main() -> None:
         doc["confirmation"] = confirm_on_truth(args, contenders)
         doc["settings"] = vars(args)
         out.write_text(json.dumps(doc, indent=1))
+    if doc.get("confirmation"):
+        write_markdown(doc, out.with_suffix(".md"))
     print(json.dumps({k: doc.get(k) for k in ("search", "confirmation")}, indent=1, default=str)[:3000])
+
+
+def write_markdown(doc: dict, path: Path) -> None:
+    hand = {k: v for k, v in doc["handpicked"].items() if v["score"] is not None}
+    best_hand = min(hand, key=lambda k: hand[k]["score"])
+    search = doc["search"]
+    settings = doc.get("settings", {})
+    lines = [
+        "# Headline: frontier-scored search vs the paper's 23 hand-picked points, equal compute (mlp-regression)",
+        "",
+        f"Each candidate: a {settings.get('budget', 3e9):.3g}-FLOP ladder scored by its frontier's predicted MSE at "
+        f"{settings.get('target', 1e11):.3g} FLOPs (the search's default scorer). The 23 hand-picked points cost "
+        f"{doc['handpicked_flops']:.3g} training FLOPs; the steered search of the `full` space (default pruner: "
+        f"successive halving at the second rung) ran until it had spent as much: {search['flops']:.3g} FLOPs, "
+        f"{search['trainings']} candidates ({search['statuses']}).",
+        "",
+        "| by the search's own score | structure | predicted MSE at the target |",
+        "|---|---|---:|",
+        f"| search's best | {search['best']['paper']} | {search['best']['loss']:.4f} |",
+        f"| best hand-picked | {best_hand} | {hand[best_hand]['score']:.4f} |",
+        f"| BTT (hand-picked) | (1/2|0|1/2|0|1/2|1/2|0) | {hand['(1/2|0|1/2|0|1/2|1/2|0)']['score']:.4f} |",
+        "",
+        "Confirmed on the ground truth: each at the target compute, at its frontier width (the best of "
+        f"{settings.get('widths')} at seed 0), seeds {settings.get('seeds')}:",
+        "",
+        "| contender | structure | width | MSE per seed | mean | 95% interval |",
+        "|---|---|---:|---|---:|---|",
+    ]
+    for label, row in doc["confirmation"]["rows"].items():
+        lines.append(
+            f"| {label} | {row['spec']} | {row['width']} | {', '.join(f'{v:.4f}' for v in row['losses'])} "
+            f"| {row['mean']:.4f} | {row['ci'][0]:.4f}-{row['ci'][1]:.4f} |"
+        )
+    lines += ["", "Paired t-tests over seeds (difference = contender - reference):", ""]
+    for name, test in doc["confirmation"]["tests"].items():
+        lines.append(f"- {name}: " + test.get("sentence", test.get("verdict", "")))
+    if doc.get("search_first_rung_median"):
+        m = doc["search_first_rung_median"]
+        lines += [
+            "",
+            f"An earlier run of the same search with the median pruner deciding at the first rung spent the same "
+            f"compute on {m['trainings']} candidates ({m['statuses']}); its best scored {m['best']['loss']:.4f} "
+            f"({m['best']['paper']}): first-rung pruning explores widely and judges poorly "
+            "(benchmarks/results/pruners.md).",
+        ]
+    lines += ["", "Command: `python benchmarks/frontier_headline.py --phase search --fresh` then `--phase confirm`."]
+    path.write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
