@@ -131,7 +131,7 @@ def test_pruned_ladder_pays_only_for_the_rungs_it_ran(synthetic):
 
 
 def test_search_reports_rungs_and_a_pruned_trial_records_its_cost(tmp_path, monkeypatch):
-    # the first four candidates are good, later ones 3x worse: the median pruner stops them after rung one
+    # the first four candidates are good, later ones 3x worse: the median pruner stops them at rung two
     class FirstGood(Synthetic):
         def __call__(self, spec, *args, **kw):
             self.scale.setdefault(spec.paper, 1.0 if len(self.scale) < 4 else 3.0)
@@ -157,8 +157,9 @@ def test_search_reports_rungs_and_a_pruned_trial_records_its_cost(tmp_path, monk
     pruned = [t for t in trials if t.user_attrs["status"] == "pruned"]
     assert pruned and result.statuses.get("pruned") == len(pruned)
     for t in pruned:
-        assert t.state == TrialState.PRUNED and list(t.intermediate_values) == [10]
-        assert len(t.user_attrs["ladder"]) == 1 and t.user_attrs["train_flops"] == pytest.approx(0.98e8)
+        # the pruners decide at the second rung (40% of the budget): pruned ladders paid for two rungs
+        assert t.state == TrialState.PRUNED and list(t.intermediate_values) == [10, 40]
+        assert len(t.user_attrs["ladder"]) == 2 and t.user_attrs["train_flops"] == pytest.approx(0.98 * 0.4e9)
     for t in trials:
         if t.user_attrs["status"] == "evaluated":
             assert list(t.intermediate_values) == [10, 40, 100] and len(t.user_attrs["ladder"]) == 3
