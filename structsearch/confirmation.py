@@ -238,11 +238,9 @@ def _confirm_one(
     device: Any,
     threads: int | None,
 ) -> ConfirmedStructure:
-    from structsearch.evaluation import matched_width
-
     width = None
     try:
-        width = reference_width if ladder.rule == "fixed" else matched_width(spec, task_obj, reference_width)
+        width = ladder.width_for(spec, task_obj, reference_width)
         results = _train_seeds(spec, task_obj, compute, width, seeds, device=device, threads=threads)
     except SizeError as err:
         results, reason = [], str(err)

@@ -23,6 +23,7 @@ Importing this module is cheap: torch loads inside :func:`evaluate`.
 
 from __future__ import annotations
 
+import functools
 import math
 import platform
 from collections.abc import Callable, Mapping, Sequence
@@ -376,18 +377,6 @@ def _measure_layer(module: Any, shape: tuple[int, ...], needs_input_grad: bool, 
     return float(counter.get_total_flops())
 
 
-def _lr_lambda(steps: int, warmup_fraction: float, floor: float = 0.0) -> Callable[[int], float]:
-    warmup = max(1, round(warmup_fraction * steps)) if warmup_fraction > 0 else 0
-
-    def factor(step: int) -> float:  # step = number of optimiser steps already taken
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, steps - warmup))
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
-
-
 def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
@@ -606,9 +595,13 @@ def _optimizer(task_obj: Any, groups: list[dict[str, Any]], lr: float, planned: 
     """AdamW (betas 0.9, 0.95) on ``groups`` with warmup + cosine; the for-each implementation."""
     import torch
 
-    optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8, **OPTIMIZER_OPTIONS)
-    warmup = float(getattr(task_obj, "warmup_fraction", 0.05))
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(planned, warmup))
+    from structsearch.training import BETAS, EPS, WARMUP_FRACTION, lr_factor
+
+    optimizer = torch.optim.AdamW(groups, lr=lr, betas=BETAS, eps=EPS, **OPTIMIZER_OPTIONS)
+    warmup = float(getattr(task_obj, "warmup_fraction", WARMUP_FRACTION))
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(
+        optimizer, functools.partial(lr_factor, steps=planned, warmup_fraction=warmup)
+    )
 
 
 def _train(

@@ -115,6 +115,12 @@ class Ladder(BaseModel):
         spent = [sum(self.fractions[: i + 1]) / total for i in range(len(self.fractions))]
         return [max(1, round(100 * s)) for s in spent]
 
+    def width_for(self, spec: Spec, task_obj: Any, reference_width: int) -> int:
+        """The structure's width at a rung: its iso-FLOP width there, or ``reference_width`` (``fixed``)."""
+        from structsearch.evaluation import matched_width
+
+        return reference_width if self.rule == "fixed" else matched_width(spec, task_obj, reference_width)
+
     def describe(self) -> str:
         shares = ", ".join(f"{f:g}" for f in self.fractions)
         return f"{self.rule} widths, rungs at {shares} of the budget, width ~ C^{self.width_exponent:g}"
@@ -274,10 +280,10 @@ def check_extrapolation(rungs: Sequence[Rung], fit: PowerLawFit | None, target_f
 def _rung(
     spec: Spec, task_obj: Any, ladder: Ladder, reference_width: int, budget: float, seed: int, **train: Any
 ) -> Rung:
-    from structsearch.evaluation import evaluate, matched_width
+    from structsearch.evaluation import evaluate
 
     try:
-        width = reference_width if ladder.rule == "fixed" else matched_width(spec, task_obj, reference_width)
+        width = ladder.width_for(spec, task_obj, reference_width)
         result = evaluate(spec, task_obj, budget=budget, seed=seed, width=width, **train)
     except (SizeError, BudgetError) as err:  # too much padding, or a rung that buys no training step
         return Rung(reference_width=reference_width, width=None, budget=budget, status="skipped", reason=str(err))
