@@ -26,7 +26,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
-from frontier_truth import STRUCTURES, cache_key, load_cache
+from frontier_truth import STRUCTURES, cache_key, load_cache, result_row
 from scipy.stats import kendalltau, spearmanr
 
 import structsearch.evaluation as evaluation
@@ -64,15 +64,7 @@ def cached_evaluate(cache: dict, path: Path, task: str):
                 "width": r.width,
                 "budget": float(budget),
                 "seed": seed,
-                "status": r.status,
-                "final_loss": r.final_loss,
-                "train_flops": r.train_flops,
-                "steps": r.steps,
-                "wall_seconds": r.wall_seconds,
-                "params": r.params,
-                "macs": r.macs,
-                "reason": r.reason,
-                "curve": [[p.train_flops, p.val_loss] for p in r.curve],
+                **result_row(r),
             }
             with path.open("a") as f:
                 f.write(json.dumps(cache[key]) + "\n")

@@ -58,6 +58,11 @@ def run_one(task: str, spec: str, width: int, budget: float, seed: int) -> dict:
         r = evaluate(parsed, task, budget=budget, width=width, seed=seed, device="cpu")
     except SizeError as err:
         return {"status": "skipped", "reason": str(err), "final_loss": None}
+    return result_row(r)
+
+
+def result_row(r) -> dict:
+    """What the cache keeps of one training (an EvalResult)."""
     return {
         "status": r.status,
         "final_loss": r.final_loss,
@@ -65,6 +70,7 @@ def run_one(task: str, spec: str, width: int, budget: float, seed: int) -> dict:
         "steps": r.steps,
         "wall_seconds": r.wall_seconds,
         "params": r.params,
+        "macs": r.macs,
         "curve": [[p.train_flops, p.val_loss] for p in r.curve],
         "reason": r.reason,
     }
