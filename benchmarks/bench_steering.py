@@ -175,7 +175,11 @@ def run_strategy(
     target: float,
     cache: dict[str, Any],
     space: dict[str, Any] | None = None,
+    tolerance: float = HIT_TOLERANCE,
+    is_hit: Any = None,
 ) -> dict[str, Any]:
+    """One search of strategy ``name`` until it trains a hit: by default a point whose loss is within
+    ``tolerance`` (relative) of ``target``; ``is_hit(paper, loss)`` judges it otherwise."""
     import optuna
 
     from structsearch.engine import search, sizes_key
@@ -194,7 +198,9 @@ def run_strategy(
 
     def stop_at_hit(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
         loss = trial.user_attrs.get("loss")
-        if loss is not None and loss <= target * (1 + HIT_TOLERANCE) and not hit:
+        if loss is None or hit:
+            return False
+        if is_hit(trial.user_attrs["paper"], loss) if is_hit else loss <= target * (1 + tolerance):
             done = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished() and t.number <= trial.number]
             hit.update(trials=len(done), trainings=len(trained), paper=trial.user_attrs["paper"], loss=loss)
             return True

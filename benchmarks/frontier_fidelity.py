@@ -75,15 +75,27 @@ def cached_evaluate(cache: dict, path: Path, task: str):
     return run
 
 
-def truth(cache: dict, task: str, target: float, widths: list[int], seed: int = 0) -> dict[str, dict]:
+def truth(cache: dict, task: str, target: float, widths: list[int], seeds: list[int] = (0,)) -> dict[str, dict]:
+    """Each structure's frontier loss at ``target``: the minimum over ``widths`` of its mean over ``seeds``.
+
+    A width counts where every seed trained it; a structure needs every width run with seed 0
+    (extra seeds are run near the optimum only, see README of the results).
+    """
     out = {}
     for spec in STRUCTURES:
         paper = parse_spec(spec).paper
-        rows = [cache.get(cache_key(task, paper, w, target, seed)) for w in widths]
-        losses = {w: r["final_loss"] for w, r in zip(widths, rows, strict=True) if r and r["final_loss"] is not None}
-        if len(rows) == sum(r is not None for r in rows) and losses:
+        if any(cache_key(task, paper, w, target, seeds[0]) not in cache for w in widths):
+            continue
+        losses, spread = {}, {}
+        for w in widths:
+            rows = [cache.get(cache_key(task, paper, w, target, s)) for s in seeds]
+            values = [r["final_loss"] for r in rows if r is not None and r["final_loss"] is not None]
+            if len(values) == len(seeds):
+                losses[w] = float(np.mean(values))
+                spread[w] = values
+        if losses:
             best = min(losses, key=losses.get)
-            out[spec] = {"loss": losses[best], "width": best, "losses": losses}
+            out[spec] = {"loss": losses[best], "width": best, "losses": losses, "seed_losses": spread[best]}
     return out
 
 
@@ -92,9 +104,20 @@ def main() -> None:
     parser.add_argument("--task", default="mlp-regression")
     parser.add_argument("--target", type=float, default=1e11)
     parser.add_argument("--budget", type=float, default=3e9, help="per-structure scoring budget")
-    parser.add_argument("--widths", type=int, nargs="+", default=[128, 256, 512, 1024], help="ground-truth widths")
+    parser.add_argument(
+        "--widths",
+        type=int,
+        nargs="+",
+        default=[64, 96, 128, 192, 256, 384, 512, 768, 1024],
+        help="ground-truth widths",
+    )
     parser.add_argument("--proxy-widths", type=int, nargs="+", default=[128])
     parser.add_argument("--scorers", nargs="+", default=None, help="subset of scorer names")
+    parser.add_argument("--score-seeds", type=int, nargs="+", default=[0], help="training seeds of each frontier score")
+    parser.add_argument(
+        "--lookahead", type=float, nargs="*", default=[], help="more per-structure budgets for the default ladder"
+    )
+    parser.add_argument("--truth-seeds", type=int, nargs="+", default=[0], help="ground truth: mean over these seeds")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cache", default="benchmarks/results/frontier_truth.jsonl")
     parser.add_argument("--out", default="benchmarks/results/frontier_fidelity")
@@ -103,7 +126,7 @@ def main() -> None:
     path = Path(args.cache)
     cache = load_cache(path)
     evaluation.evaluate = cached_evaluate(cache, path, args.task)  # frontier_score and proxy train through it
-    gt = truth(cache, args.task, args.target, args.widths)
+    gt = truth(cache, args.task, args.target, args.widths, args.truth_seeds)
     specs = [s for s in STRUCTURES if s in gt]
     papers = [parse_spec(s).paper for s in specs]  # monarch is BTT's theta here: count each structure once
     specs = [s for i, s in enumerate(specs) if papers[i] not in papers[:i]]
@@ -117,7 +140,13 @@ def main() -> None:
     for name, arg in scorers.items():
         for spec in specs:
             if name.startswith("frontier:"):
-                r = frontier_score(spec, args.task, args.budget, target_flops=args.target, ladder=LADDERS[arg])
+                runs = [
+                    frontier_score(
+                        spec, args.task, args.budget, seed=seed, target_flops=args.target, ladder=LADDERS[arg]
+                    )
+                    for seed in args.score_seeds
+                ]
+                r = runs[0]
                 row = {
                     "score": r.score,
                     "kind": r.score_kind,
@@ -148,6 +177,16 @@ def main() -> None:
                 table.setdefault(f"{name}/last-rung", {})[spec] = {**row, "score": last, "warnings": []}
                 near = r.fit.predict(3 * args.budget) if r.fit is not None else None
                 table.setdefault(f"{name}/fit@3x", {})[spec] = {**row, "score": near, "warnings": []}
+                if len(runs) > 1:  # the mean score over seeds: what a seed-batched confirmation would rank by
+                    scores = [x.score for x in runs]
+                    table.setdefault(f"{name}/mean of {len(runs)} seeds", {})[spec] = {
+                        **row,
+                        "score": float(np.mean(scores)) if None not in scores else None,
+                        "seed_scores": scores,
+                        "flops": sum(x.train_flops for x in runs),
+                        "seconds": sum(x.wall_seconds for x in runs),
+                        "warnings": [w for x in runs for w in x.warnings],
+                    }
             print(f"{name:22s} {spec:32s} score={row['score']}", flush=True)
     truth_scores = [gt[s]["loss"] for s in specs]
     summary = {}
@@ -155,7 +194,11 @@ def main() -> None:
         scores = [rows[s]["score"] if rows[s]["score"] is not None else math.inf for s in specs]
         rho, p = spearmanr(scores, truth_scores)
         tau, _ = kendalltau(scores, truth_scores)
+        by_score = [specs[i] for i in np.argsort(scores, kind="stable")]
+        by_truth = [specs[i] for i in np.argsort(truth_scores, kind="stable")]
         summary[name] = {
+            "best_rank": by_score.index(by_truth[0]) + 1,  # where the truly best structure lands
+            "top3": len(set(by_score[:3]) & set(by_truth[:3])),  # what a search's top 3 gets right
             "spearman": float(rho),
             "p": float(p),
             "kendall": float(tau),
@@ -163,11 +206,18 @@ def main() -> None:
             "seconds_per_structure": float(np.mean([rows[s]["seconds"] for s in specs])),
             "fallbacks": sum(bool(rows[s].get("warnings")) for s in specs),
         }
+    lookahead = {
+        f"{b:.3g}": lookahead_row(specs, gt, args, b) for b in sorted({args.budget, *args.lookahead}, reverse=True)
+    }
     doc = {
         "task": args.task,
         "target": args.target,
         "budget": args.budget,
         "widths": args.widths,
+        "truth_seeds": args.truth_seeds,
+        "score_seeds": args.score_seeds,
+        "truth_ceiling": truth_ceiling(gt, specs),
+        "lookahead": lookahead,
         "truth": gt,
         "scores": table,
         "summary": summary,
@@ -181,6 +231,44 @@ def main() -> None:
         print(f"{name:22s} Spearman {v['spearman']:.3f} (p={v['p']:.2g})")
 
 
+def lookahead_row(specs: list[str], gt: dict, args: argparse.Namespace, budget: float) -> dict:
+    """The default ladder's Spearman when each candidate spends ``budget`` (target / budget ahead)."""
+    per_seed = {
+        seed: [frontier_score(s, args.task, budget, seed=seed, target_flops=args.target).score for s in specs]
+        for seed in args.score_seeds
+    }
+    truth_scores = [gt[s]["loss"] for s in specs]
+    finite = {k: [math.inf if v is None else v for v in vs] for k, vs in per_seed.items()}
+    row = {
+        "ratio": args.target / budget,
+        "spearman_per_seed": {str(k): float(spearmanr(v, truth_scores)[0]) for k, v in finite.items()},
+    }
+    if len(finite) > 1:
+        mean = np.mean(list(finite.values()), axis=0)
+        first, second = list(finite.values())[:2]
+        row["spearman_of_mean"] = float(spearmanr(mean, truth_scores)[0])
+        row["seed_to_seed"] = float(spearmanr(first, second)[0])  # the score's own rank stability
+    return row
+
+
+def truth_ceiling(gt: dict, specs: list[str], draws: int = 4000) -> dict | None:
+    """How well two ground truths drawn with the measured seed noise agree: the best Spearman any score can expect."""
+    spreads = [np.std(gt[s]["seed_losses"], ddof=1) / gt[s]["loss"] for s in specs if len(gt[s]["seed_losses"]) > 1]
+    if not spreads:
+        return None
+    noise = float(np.sqrt(np.mean(np.square(spreads))))
+    of_mean = noise / math.sqrt(min(len(gt[s]["seed_losses"]) for s in specs))  # the truth is a mean over seeds
+    rng = np.random.default_rng(0)
+    t = np.array([gt[s]["loss"] for s in specs])
+    rhos = [spearmanr(t * (1 + of_mean * rng.standard_normal(len(t))), t)[0] for _ in range(draws)]
+    return {
+        "seed_noise": noise,
+        "truth_noise": of_mean,
+        "spearman_mean": float(np.mean(rhos)),
+        "spearman_p5": float(np.percentile(rhos, 5)),
+    }
+
+
 def write_markdown(doc: dict, specs: list[str], path: Path, args: argparse.Namespace) -> None:
 
     names = list(doc["summary"])
@@ -188,19 +276,26 @@ def write_markdown(doc: dict, specs: list[str], path: Path, args: argparse.Names
         f"# Score fidelity against the compute-optimal ground truth ({doc['task']})",
         "",
         f"Ground truth: each structure's frontier loss at {doc['target']:.3g} training FLOPs, the minimum over widths "
-        f"{', '.join(map(str, doc['widths']))} (one run per width spending the whole target, seed 0). "
+        f"{', '.join(map(str, doc['widths']))} of one run per width spending the whole target (seed 0; the mean "
+        f"over seeds {', '.join(map(str, doc['truth_seeds']))} at the widths where all of them ran, which is the "
+        "optimum and its two neighbours). "
         f"Every scorer spends about {doc['budget']:.3g} FLOPs per structure "
         f"(the target is {doc['target'] / doc['budget']:.0f}x that). "
-        f"Machine: {_cpu()}, 2 cores shared with other work, "
-        f"{args.threads} thread(s) per run.",
+        f"Frontier scores use training seed {doc['score_seeds'][0]}. "
+        f"Machine: {_cpu()}, 2 cores, {args.threads} thread(s) per run.",
         "",
-        "| scorer | Spearman | p | Kendall | FLOPs / structure | train s / structure | fell back to measured |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "`best at`: the score's rank of the truly best structure; `top 3`: how many of the truth's top 3 are "
+        "the score's top 3.",
+        "",
+        "| scorer | Spearman | p | Kendall | best at | top 3 | FLOPs / structure | train s / structure "
+        "| fell back to measured |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name in names:
         v = doc["summary"][name]
         lines.append(
-            f"| {name} | **{v['spearman']:.3f}** | {v['p']:.2g} | {v['kendall']:.3f} | {v['flops_per_structure']:.3g} "
+            f"| {name} | **{v['spearman']:.3f}** | {v['p']:.2g} | {v['kendall']:.3f} | {v['best_rank']} "
+            f"| {v['top3']}/3 | {v['flops_per_structure']:.3g} "
             f"| {v['seconds_per_structure']:.1f} | {v['fallbacks']} |"
         )
     lines += [
@@ -215,13 +310,55 @@ def write_markdown(doc: dict, specs: list[str], path: Path, args: argparse.Names
             v = doc["scores"][n][s]["score"]
             cells.append("-" if v is None else f"{v:.4f}")
         lines.append(f"| {s} | {t['loss']:.4f} | {t['width']} | " + " | ".join(cells) + " |")
+    lines += _lookahead_lines(doc)
+    seeds = " ".join(map(str, doc["score_seeds"]))
+    truth_seeds = " ".join(map(str, doc["truth_seeds"]))
+    more = " ".join(f"{float(b):g}" for b in doc["lookahead"] if float(b) != doc["budget"])
     lines += [
         "",
-        f"Command: `python benchmarks/frontier_fidelity.py --target {doc['target']:g} --budget {doc['budget']:g}`",
+        f"Command: `python benchmarks/frontier_fidelity.py --target {doc['target']:g} --budget {doc['budget']:g} "
+        f"--score-seeds {seeds} --truth-seeds {truth_seeds}" + (f" --lookahead {more}" if more else "") + "`",
         "",
         "![fidelity](frontier_fidelity.png)",
     ]
     path.write_text("\n".join(lines) + "\n")
+
+
+def _lookahead_lines(doc: dict) -> list[str]:
+    """How far ahead the default ladder ranks well: its Spearman per training seed at each budget."""
+    rows = doc["lookahead"]
+    if not rows:
+        return []
+    seeds = list(next(iter(rows.values()))["spearman_per_seed"])
+    lines = [
+        "",
+        "## How far ahead the score can see",
+        "",
+        f"The default ladder with each candidate spending less or more of the target {doc['target']:.3g} "
+        "(same ground truth). `seed k`: the Spearman of one search's scores (training seed k); "
+        "`mean`: of the scores averaged over those seeds; `seed vs seed`: the Spearman between two seeds' "
+        "scores, the score's own rank stability.",
+        "",
+        "| budget per candidate | target / budget | "
+        + " | ".join(f"seed {k}" for k in seeds)
+        + " | mean | seed vs seed |",
+        "|---:|---:|" + "---:|" * (len(seeds) + 2),
+    ]
+    for budget, row in rows.items():
+        per = " | ".join(f"{row['spearman_per_seed'][k]:.3f}" for k in seeds)
+        mean = f"{row['spearman_of_mean']:.3f}" if "spearman_of_mean" in row else "-"
+        stab = f"{row['seed_to_seed']:.3f}" if "seed_to_seed" in row else "-"
+        lines.append(f"| {float(budget):.3g} | {row['ratio']:.1f} | {per} | {mean} | {stab} |")
+    ceiling = doc.get("truth_ceiling")
+    if ceiling:
+        lines += [
+            "",
+            f"Ceiling: one seed's truth varies by {ceiling['seed_noise']:.2%} (relative sd at the optimum), the "
+            f"{len(doc['truth_seeds'])}-seed mean by {ceiling['truth_noise']:.2%}; a score that knew the exact "
+            f"frontier losses would reach a Spearman of {ceiling['spearman_mean']:.3f} against this truth "
+            f"(5th percentile {ceiling['spearman_p5']:.3f}).",
+        ]
+    return lines
 
 
 def _cpu() -> str:

@@ -20,7 +20,7 @@ from scipy import stats
 import structsearch.evaluation as evaluation
 from structsearch.confirmation import mean_interval, paired_comparison
 from structsearch.engine import FrontierScorer, dominated_by_dense, load_existing_study, search
-from structsearch.frontier import Ladder, check_extrapolation, frontier_score, prediction_band
+from structsearch.frontier import TARGET_MULTIPLE, Ladder, check_extrapolation, frontier_score, prediction_band
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 A, B = 40.0, 0.12
@@ -82,7 +82,7 @@ def test_frontier_fit_recovers_a_known_power_law(synthetic):
 
 def test_default_target_is_the_stated_multiple_of_the_budget(synthetic):
     r = frontier_score("dense", "mlp-regression", budget=2e9)
-    assert r.target_flops == 30 * 2e9
+    assert r.target_flops == TARGET_MULTIPLE * 2e9
     assert [g.width for g in r.rungs] == [g.reference_width for g in r.rungs]  # dense is its own iso-FLOP width
 
 
@@ -259,11 +259,12 @@ def test_search_confirms_the_best_and_report_and_export_say_what_the_scores_are(
     verdicts = {c["reference"]: c["verdict"] for c in conf["comparisons"]}
     assert verdicts["dense"] == "better" and conf["compute"] == 1e9
     rep = report("c", runs_dir=tmp_path)
-    assert rep.score_label.startswith("predicted mse at 3e+10 FLOPs")
+    assert rep.score_label.startswith("predicted mse at 1e+10 FLOPs")
     assert list(rep.references) == ["dense", "btt"] and rep.confirmation == conf
     assert (tmp_path / "c" / "frontiers.png").stat().st_size > 0
     doc = export("c", top=2, runs_dir=tmp_path)
     best = doc["specs"][0]
-    assert best["score"]["label"].startswith("predicted mse at 3e+10 FLOPs") and best["score"]["kind"] == "predicted"
+    assert best["score"]["label"].startswith("predicted mse at 1e+10 FLOPs")
+    assert best["score"]["kind"] == "predicted"
     assert best["confirmation"]["comparisons"][0]["verdict"] in ("better", "same structure")
     assert doc["references"]["dense"]["loss"] > best["score"]["loss"]

@@ -13,7 +13,7 @@ __all__ = ["register", "run"]
 
 EXAMPLES = """examples:
   structsearch search --space btt --task mlp-regression --budget 1e9 --trials 12 --width 64
-  structsearch search --budget 3e9 --target-flops 1e11 --trials 24 --study mine   (frontier scoring)
+  structsearch search --budget 3e9 --target-flops 3e10 --trials 24 --study mine   (frontier scoring)
   structsearch search --space full --sampler nsga2 --objective pareto --trials 40 --study pareto-full
   structsearch search --space search_spaces/kronecker.yaml --no-steer --sampler random --trials 20
   structsearch search --space full --storage postgresql://user@host/db --study shared   (one per worker)

@@ -327,7 +327,7 @@ def search(
 
     Each candidate costs ``budget`` training FLOPs (default: the task's). ``evaluate_fn``:
     ``None`` / ``"frontier"`` scores by the compute-efficient frontier's predicted loss at
-    ``target_flops`` (default 30 x ``budget``; :mod:`structsearch.frontier`), and ``pruner``
+    ``target_flops`` (default 10 x ``budget``; :mod:`structsearch.frontier`), and ``pruner``
     (:data:`~structsearch.engine._pruning.PRUNERS`) stops weak ladders after their cheap rungs;
     ``"proxy"`` / ``"final"`` score at one width (the search ``width``, which is otherwise the
     width the taxonomy analyses candidates at); ``"toy"``, a callable or ``"module:function"``

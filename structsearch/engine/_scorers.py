@@ -55,7 +55,7 @@ def resolve_evaluator(
     """The scoring function and its recorded name.
 
     ``None`` or ``"frontier"``: :class:`FrontierScorer` (the frontier's loss at ``target_flops``,
-    default 30 x the budget); ``"proxy"``: two runs at the search width, loss extrapolated to
+    default 10 x the budget); ``"proxy"``: two runs at the search width, loss extrapolated to
     10 x the budget; ``"final"``: one run's final validation loss; ``"toy"``: analytic, no
     training; ``"module:function"`` or a callable. A scorer's result is ranked by ``score``
     where it has one, else ``final_loss``. ``threads`` sets torch's CPU threads of the
