@@ -281,7 +281,8 @@ def write_markdown(doc: dict, specs: list[str], path: Path, args: argparse.Names
         "optimum and its two neighbours). "
         f"Every scorer spends about {doc['budget']:.3g} FLOPs per structure "
         f"(the target is {doc['target'] / doc['budget']:.0f}x that). "
-        f"Frontier scores use training seed {doc['score_seeds'][0]}. "
+        f"Frontier scores use training seed {doc['score_seeds'][0]}. `train s` comes with the cached runs, some "
+        "made on a machine loaded 5-10x by other jobs in an earlier session: compare it within a row only. "
         f"Machine: {_cpu()}, 2 cores, {args.threads} thread(s) per run.",
         "",
         "`best at`: the score's rank of the truly best structure; `top 3`: how many of the truth's top 3 are "

@@ -38,6 +38,8 @@ STRUCTURES = [
     "(1/3|2/3|0|1/3|2/3|0|0)",  # Kronecker variant (paper grid)
     "(11/12|1/12|0|1/2|1/12|5/12|0)",  # random canonical point, near dense
     "(1/2|0|1/2|1/4|1/3|5/12|1/4)",  # the demo's exported best before frontier scoring (nu 0.92)
+    "(1|0|0|0|1/3|2/3|0)",  # best frontier score of steering_frontier.py's grid (psi 2/3)
+    "(1|0|0|1/3|2/3|0|1/3)",  # third best there
 ]
 
 
