@@ -47,6 +47,7 @@ __all__ = [
     "Rung",
     "check_extrapolation",
     "frontier_score",
+    "lookahead_note",
     "prediction_band",
     "score_label",
 ]
@@ -55,6 +56,8 @@ __all__ = [
 # far ahead the default ladder still ranks well (benchmarks/results/frontier_fidelity.md: Spearman
 # about 0.78 against the ground truth at 10x, about 0.6 at 33x).
 TARGET_MULTIPLE = 10.0
+# Spearman of the default ladder's ranking against that ground truth, by target / budget.
+MEASURED_LOOKAHEAD = {3.3: 0.78, 10.0: 0.76, 33.3: 0.63}
 # A check fails when the fit's RMS log-residual exceeds this (about 8% off the fitted line) ...
 MAX_LOG_RESIDUAL = 0.08
 # ... when a rung's final validation loss is this much above the minimum of its own curve ...
@@ -199,6 +202,24 @@ class FrontierScore(BaseModel):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+def lookahead_note(budget: float, target_flops: float) -> str | None:
+    """A caution when ``target_flops`` lies further ahead of ``budget`` than the default multiple.
+
+    >>> lookahead_note(3e9, 3e10) is None
+    True
+    >>> lookahead_note(1e9, 1e11).split(";")[0]
+    'the target is 100x the per-candidate budget'
+    """
+    ratio = target_flops / budget
+    if ratio <= 1.05 * TARGET_MULTIPLE:
+        return None
+    measured = ", ".join(f"{rho:.2f} at {r:g}x" for r, rho in sorted(MEASURED_LOOKAHEAD.items()))
+    return (
+        f"the target is {ratio:.0f}x the per-candidate budget; the default ladder's ranking was measured at "
+        f"Spearman {measured} against a ground truth (docs/evaluation.md 8): treat it as rough, or raise --budget"
+    )
 
 
 def score_label(kind: str | None, target_flops: float, widths: Sequence[int], metric: str = "loss") -> str:

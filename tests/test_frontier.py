@@ -6,6 +6,7 @@ that turns up), so every expected number is a closed form.
 
 from __future__ import annotations
 
+import argparse
 import math
 import subprocess
 import sys
@@ -268,3 +269,18 @@ def test_search_confirms_the_best_and_report_and_export_say_what_the_scores_are(
     assert best["score"]["kind"] == "predicted"
     assert best["confirmation"]["comparisons"][0]["verdict"] in ("better", "same structure")
     assert doc["references"]["dense"]["loss"] > best["score"]["loss"]
+
+
+def test_a_far_target_is_cautioned_on_stderr_with_the_measured_lookahead(capsys: pytest.CaptureFixture[str]) -> None:
+    from structsearch.cli.search_cmd import _caution_far_target
+    from structsearch.frontier import MEASURED_LOOKAHEAD, lookahead_note
+
+    assert lookahead_note(1e9, TARGET_MULTIPLE * 1e9) is None
+    note = lookahead_note(1e9, 1e11)
+    assert note is not None and note.startswith("the target is 100x") and f"{MEASURED_LOOKAHEAD[33.3]:.2f}" in note
+    args = argparse.Namespace(evaluator=None, target_flops=1e11, budget=1e9, task="mlp-regression")
+    _caution_far_target(args)
+    assert capsys.readouterr().err.startswith("note: the target is 100x")
+    _caution_far_target(argparse.Namespace(evaluator="proxy", target_flops=1e11, budget=1e9, task="mlp-regression"))
+    _caution_far_target(argparse.Namespace(evaluator=None, target_flops=1e11, budget=None, task="no-such-task"))
+    assert capsys.readouterr().err == ""

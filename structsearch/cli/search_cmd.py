@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from structsearch.cli._common import emit, flops, positive_int, seed_value
 from structsearch.cli._workers import gather, with_workers
 from structsearch.engine._pruning import DEFAULT_PRUNER, PRUNERS
-from structsearch.frontier import TARGET_MULTIPLE
+from structsearch.errors import StructSearchError
+from structsearch.frontier import TARGET_MULTIPLE, lookahead_note
 
 __all__ = ["register", "run"]
 
@@ -158,12 +160,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=with_workers(run))
 
 
+def _caution_far_target(args: argparse.Namespace) -> None:
+    """One line on stderr when --target-flops lies beyond what the frontier score was measured to see."""
+    if args.evaluator not in (None, "frontier") or args.target_flops is None:
+        return
+    try:
+        from structsearch.tasks import get_task
+
+        budget = float(args.budget) if args.budget is not None else float(get_task(args.task).budget)
+        note = lookahead_note(budget, float(args.target_flops))
+    except (StructSearchError, ValueError, TypeError, ZeroDivisionError):  # search() reports bad input properly
+        return
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     import optuna
 
     from structsearch.engine import search
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    _caution_far_target(args)
     result = search(
         args.space,
         task=args.task,
