@@ -121,10 +121,20 @@ class Ladder(BaseModel):
         return [max(1, round(100 * s)) for s in spent]
 
     def width_for(self, spec: Spec, task_obj: Any, reference_width: int) -> int:
-        """The structure's width at a rung: its iso-FLOP width there, or ``reference_width`` (``fixed``)."""
+        """The structure's width at a rung: its iso-FLOP width there, or ``reference_width`` (``fixed``).
+
+        A structure that costs more than dense even at the narrowest width the task allows (a
+        near-dense one at a tiny rung, e.g. char-lm's width multiple of 32) trains at
+        ``reference_width``, as with the ``fixed`` rule, rather than not at all.
+        """
         from structsearch.evaluation import matched_width
 
-        return reference_width if self.rule == "fixed" else matched_width(spec, task_obj, reference_width)
+        if self.rule == "fixed":
+            return reference_width
+        try:
+            return matched_width(spec, task_obj, reference_width)
+        except SizeError:
+            return reference_width
 
     def describe(self) -> str:
         shares = ", ".join(f"{f:g}" for f in self.fractions)

@@ -284,3 +284,20 @@ def test_a_far_target_is_cautioned_on_stderr_with_the_measured_lookahead(capsys:
     _caution_far_target(argparse.Namespace(evaluator="proxy", target_flops=1e11, budget=1e9, task="mlp-regression"))
     _caution_far_target(argparse.Namespace(evaluator=None, target_flops=1e11, budget=None, task="no-such-task"))
     assert capsys.readouterr().err == ""
+
+
+def test_iso_flop_rule_falls_back_to_the_reference_width_when_no_narrower_width_matches() -> None:
+    from structsearch.errors import SizeError
+    from structsearch.evaluation import linear_macs_at, matched_width
+    from structsearch.spec import parse_spec
+    from structsearch.tasks import get_task
+
+    task = get_task("char-lm")
+    near_dense = parse_spec("(11/12|1/12|0|1/2|1/12|5/12|0)")
+    # at char-lm's narrowest width (its multiple, 32) this structure costs more than dense ...
+    assert linear_macs_at(near_dense, task, 32) > linear_macs_at("dense", task, 32)
+    with pytest.raises(SizeError):
+        matched_width(near_dense, task, 32)
+    # ... so its rung trains at dense's width instead of failing; cheaper structures still widen
+    assert Ladder().width_for(near_dense, task, 32) == 32
+    assert Ladder().width_for(parse_spec("btt"), task, 32) == matched_width("btt", task, 32) > 32
