@@ -212,7 +212,11 @@ def write_markdown(doc: dict, path: Path) -> None:
             f"({m['best']['paper']}): first-rung pruning explores widely and judges poorly "
             "(benchmarks/results/pruners.md).",
         ]
-    lines += ["", "Command: `python benchmarks/frontier_headline.py --phase search --fresh` then `--phase confirm`."]
+    flags = (
+        f"--budget {settings.get('budget', 3e9):g} --target {settings.get('target', 1e11):g} "
+        f"--widths {' '.join(map(str, settings.get('widths', [])))} --out {settings.get('out', '')}"
+    )
+    lines += ["", f"Command: `python benchmarks/frontier_headline.py {flags} --phase all`."]
     path.write_text("\n".join(lines) + "\n")
 
 
