@@ -175,11 +175,10 @@ def run_strategy(
     target: float,
     cache: dict[str, Any],
     space: dict[str, Any] | None = None,
-    tolerance: float = HIT_TOLERANCE,
     is_hit: Any = None,
 ) -> dict[str, Any]:
     """One search of strategy ``name`` until it trains a hit: by default a point whose loss is within
-    ``tolerance`` (relative) of ``target``; ``is_hit(paper, loss)`` judges it otherwise."""
+    ``HIT_TOLERANCE`` (relative) of ``target``; ``is_hit(paper, loss)`` judges it otherwise."""
     import optuna
 
     from structsearch.engine import search, sizes_key
@@ -200,7 +199,7 @@ def run_strategy(
         loss = trial.user_attrs.get("loss")
         if loss is None or hit:
             return False
-        if is_hit(trial.user_attrs["paper"], loss) if is_hit else loss <= target * (1 + tolerance):
+        if is_hit(trial.user_attrs["paper"], loss) if is_hit else loss <= target * (1 + HIT_TOLERANCE):
             done = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished() and t.number <= trial.number]
             hit.update(trials=len(done), trainings=len(trained), paper=trial.user_attrs["paper"], loss=loss)
             return True

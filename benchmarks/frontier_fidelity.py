@@ -79,7 +79,7 @@ def truth(cache: dict, task: str, target: float, widths: list[int], seeds: list[
     """Each structure's frontier loss at ``target``: the minimum over ``widths`` of its mean over ``seeds``.
 
     A width counts where every seed trained it; a structure needs every width run with seed 0
-    (extra seeds are run near the optimum only, see README of the results).
+    (frontier_truth.py runs extra seeds near each optimum only).
     """
     out = {}
     for spec in STRUCTURES:
