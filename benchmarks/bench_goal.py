@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _machine import cpu_name
 
 HERE = Path(__file__).resolve().parent.parent
 NAMED = ["dense", "btt", "low-rank:0.5", "kronecker", "tt:0"]
@@ -186,8 +187,7 @@ def main() -> None:
 
 
 def write(args: argparse.Namespace, specs: list[str], variants: list[tuple], results: dict[str, list[dict]]) -> None:
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((ln.split(":", 1)[1].strip() for ln in cpuinfo if ln.startswith("model name")), "?")
+    cpu = cpu_name()
     lines = [
         "# Trainings per hour of the default proxy: old code against new (issue 10, item 5)",
         "",
@@ -247,8 +247,7 @@ def window_report(args: argparse.Namespace, specs: list[str], variants: list[tup
     tmp.mkdir(exist_ok=True)
     load_before = os.getloadavg()[0]
     res = run_window(variants, specs, args.window, tmp)
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((ln.split(":", 1)[1].strip() for ln in cpuinfo if ln.startswith("model name")), "?")
+    cpu = cpu_name()
     lines = [
         "# Trainings per hour of the default proxy: old code against new (issue 10, item 5)",
         "",

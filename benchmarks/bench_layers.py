@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import statistics
 import sys
 import time
@@ -37,6 +36,7 @@ import weakref
 from dataclasses import dataclass
 
 import torch
+from _machine import cpu_name
 from rich.console import Console
 from rich.table import Table
 from torch import Tensor, nn
@@ -346,13 +346,9 @@ def _targets(rows: list[Row], sizes: list[int]) -> list[tuple[str, str, bool]]:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} CPU cores, torch {torch.__version__}, torch threads: {torch.get_num_threads()}"
+    return (
+        f"{cpu_name()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, torch threads: {torch.get_num_threads()}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from _machine import cpu_name
 
 import structsearch._train_loop as train_loop
 import structsearch.evaluation as evaluation
@@ -184,8 +185,7 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="write the tables to this markdown file")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((ln.split(":", 1)[1].strip() for ln in cpuinfo if ln.startswith("model name")), "?")
+    cpu = cpu_name()
     out = [
         "# Evaluator throughput (issue 10)",
         "",

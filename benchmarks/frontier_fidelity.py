@@ -26,6 +26,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
+from _machine import cpu_name
 from frontier_truth import STRUCTURES, cache_key, load_cache, result_row
 from scipy.stats import kendalltau, spearmanr
 
@@ -283,7 +284,7 @@ def write_markdown(doc: dict, specs: list[str], path: Path, args: argparse.Names
         f"(the target is {doc['target'] / doc['budget']:.0f}x that). "
         f"Frontier scores use training seed {doc['score_seeds'][0]}. `train s` comes with the cached runs, some "
         "made on a machine loaded 5-10x by other jobs in an earlier session: compare it within a row only. "
-        f"Machine: {_cpu()}, 2 cores, {args.threads} thread(s) per run.",
+        f"Machine: {cpu_name()}, 2 cores, {args.threads} thread(s) per run.",
         "",
         "`best at`: the score's rank of the truly best structure; `top 3`: how many of the truth's top 3 are "
         "the score's top 3.",
@@ -360,15 +361,6 @@ def _lookahead_lines(doc: dict) -> list[str]:
             f"(5th percentile {ceiling['spearman_p5']:.3f}).",
         ]
     return lines
-
-
-def _cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    import platform
-
-    return platform.machine()
 
 
 def plot(doc: dict, specs: list[str], path: Path) -> None:

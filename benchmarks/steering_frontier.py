@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import statistics
 import tempfile
@@ -32,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _machine import cpu_name
 from bench_steering import RESULTS, STRATEGIES, TASK, WIDTH, _summary, grid_points, run_strategy
 
 
@@ -189,7 +191,7 @@ def write_markdown(out: dict[str, Any], path: Path) -> None:
         "",
         f"Command: `python benchmarks/steering_frontier.py --budget {st['budget']:g} --target {st['target']:g} "
         f"--train-seeds {seeds} --seeds {st['seeds']} --cap {st['cap']}`. "
-        "Machine: AMD EPYC, 2 cores, 1 thread per run.",
+        f"Machine: {cpu_name()}, {os.cpu_count()} cores, 1 thread per run.",
         "",
         f"Landscape: the {st['grid_points']} canonical points of bench_steering.py's grid, each scored by "
         f"`frontier_score` ({st['budget']:.3g} FLOPs per candidate, predicted loss at {st['target']:.3g}) with "
