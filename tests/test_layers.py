@@ -234,6 +234,7 @@ def test_benchmark_peak_memory_matches_closed_form_for_dense(monkeypatch: pytest
     from pathlib import Path
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_layers.py"
+    monkeypatch.syspath_prepend(str(script.parent))  # as when run as a script: its sibling modules import
     spec = importlib.util.spec_from_file_location("bench_layers", script)
     assert spec is not None and spec.loader is not None
     bench = importlib.util.module_from_spec(spec)
