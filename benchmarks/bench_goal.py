@@ -8,7 +8,9 @@ width 128, seed 0) by
   process with torch's default threads, as ``structsearch search`` ran them before;
 - ``new``: this checkout under the documented thread plan, two worker processes with one thread
   each, the ten candidates split between them;
-- ``new-seeds``: as ``new`` with ``seeds=[0, 1, 2, 3]`` (four seed-trainings per proxy, one batched run).
+- ``new-seeds``: as ``new`` with ``seeds=[0, 1, 2, 3]`` (four seed-trainings per proxy, one batched run);
+- ``new-no-replay``: as ``new`` with replayed training streams off (``STRUCTSEARCH_STREAM_CACHE_MB=0``),
+  so each training makes its own data again.
 
 Repeats are interleaved (old, new, new-seeds, old, ...) because the machine is shared; the table
 gives each variant's median wall time over the repeats and the scores of the last repeat.
@@ -33,6 +35,7 @@ from _machine import cpu_name
 
 HERE = Path(__file__).resolve().parent.parent
 NAMED = ["dense", "btt", "low-rank:0.5", "kronecker", "tt:0"]
+VARIANT_ENV = {"new-no-replay": {"STRUCTSEARCH_STREAM_CACHE_MB": "0"}}
 
 WORKER = """
 import json, sys, time, torch
@@ -73,7 +76,7 @@ def run_window(variants: list[tuple], specs: list[str], window: float, tmp: Path
     """Every variant's workers at the same time for ``window`` seconds; finished proxies per variant."""
     jobs, started = [], time.time()
     for name, root, procs, threads, seeds in variants:
-        env = {**os.environ, "PYTHONPATH": str(root)}
+        env = {**os.environ, "PYTHONPATH": str(root), **VARIANT_ENV.get(name, {})}
         env.pop("OMP_NUM_THREADS", None)
         for i in range(procs):
             order = specs[i::procs] + [s for s in specs if s not in specs[i::procs]]  # own share first, then the rest
@@ -129,7 +132,7 @@ def random_canonical(seed: int) -> str:
 
 
 def run_variant(name: str, root: Path, specs: list[str], procs: int, threads: int, seeds: list[int]) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(root)}
+    env = {**os.environ, "PYTHONPATH": str(root), **VARIANT_ENV.get(name, {})}
     env.pop("OMP_NUM_THREADS", None)
     chunks = [specs[i::procs] for i in range(procs)]
     t0 = time.perf_counter()
@@ -173,6 +176,7 @@ def main() -> None:
         ("old", Path(args.old), 1, 0, []),
         ("new", HERE, 2, 1, []),
         ("new-seeds", HERE, 2, 1, [0, 1, 2, 3]),
+        ("new-no-replay", HERE, 2, 1, []),
     ]
     variants = [v for v in variants if v[0] in args.variants]
     if args.window:
@@ -196,7 +200,8 @@ def write(args: argparse.Namespace, specs: list[str], variants: list[tuple], res
         f"Command: `python benchmarks/bench_goal.py --old {args.old} --repeats {args.repeats}"
         f" --variants {' '.join(args.variants)}`; repeats done: {max(len(r) for r in results.values())}. "
         "Old = main in its own git worktree, one process, torch's default threads; new = this branch, "
-        "two worker processes x one thread. Repeats interleaved; medians, noisy (shared cores).",
+        "two worker processes x one thread (new-no-replay: the same with replayed training streams off). "
+        "Repeats interleaved; medians, noisy (shared cores).",
         "",
         "| variant | trainings per sweep | median wall s (all repeats) | trainings per hour | x old |",
         "|---|---:|---:|---:|---:|",

@@ -21,6 +21,7 @@ import copy
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from structsearch._stream_cache import training_stream
 from structsearch.evaluation import EvalResult, _build, _layers_api, _optimizer, _result, _Setup
 from structsearch.layers._fast_paths import has_unit_contraction
 from structsearch.spec import Spec
@@ -61,7 +62,6 @@ class _SeedStepper:
     """S stacked models, one AdamW over the stacked tensors, S training streams."""
 
     def __init__(self, task: Any, models: list[Any], seeds: Sequence[int], setup: _Setup, lr: float, dev: Any):
-        import torch
         from torch.func import stack_module_state, vmap
 
         _, param_groups = _layers_api()
@@ -74,7 +74,7 @@ class _SeedStepper:
         self.optimizer, self.schedule = _optimizer(task, stacked, lr, setup.planned)
         self.param_list = [p for g in stacked for p in g["params"]]
         self.grad_clip = getattr(task, "grad_clip", None)
-        self.streams = [task.train_batches(torch.Generator().manual_seed(s), dev) for s in seeds]
+        self.streams = [training_stream(task, s, dev) for s in seeds]
 
         def one(params: dict[str, Any], buffers: dict[str, Any], batch: Any) -> Any:
             return task.loss(_Bound(self.base, params, buffers), batch)
@@ -151,7 +151,6 @@ def train_seeds(
 ) -> tuple[list[EvalResult], float] | None:
     """Train every seed in one vectorised run: (results in seed order, wall seconds), or None if the
     task's loss cannot be vmapped (the caller then trains the seeds one by one)."""
-    import torch
 
     from structsearch._train_loop import run_loop
 
@@ -163,7 +162,7 @@ def train_seeds(
                 layer.path = "broadcast" if has_unit_contraction(layer.dims) else "general"
     models = [model.train() for model, _ in built]
     stepper = _SeedStepper(task_obj, models, seeds, setup, lr, dev)
-    probe_streams = [task_obj.train_batches(torch.Generator().manual_seed(s + 7919), dev) for s in seeds]
+    probe_streams = [training_stream(task_obj, s + 7919, dev) for s in seeds]
     if not _vmappable(stepper, _stack_next(probe_streams)):
         return None
     traces, times = run_loop(

@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from structsearch._stream_cache import training_stream
 from structsearch.errors import BudgetError, StructSearchError, TaskError
 from structsearch.spec import Spec, parse_spec
 
@@ -551,13 +552,12 @@ class _Setup:
     def __init__(
         self, task_obj: Any, model: Any, made: list[Any], seed: int, dev: Any, budget: float, steps: int | None
     ):
-        import torch
 
         self.use_autocast = dev.type == "cuda"
         self.dtype = "bfloat16-autocast" if self.use_autocast else "float32"
         self.made = made
         # One measurement batch from its own generator, so the training stream is untouched.
-        measure_batch = next(iter(task_obj.train_batches(torch.Generator().manual_seed(seed + 7919), dev)))
+        measure_batch = next(training_stream(task_obj, seed + 7919, dev))
 
         def measured_loss() -> Any:
             with self.autocast():
@@ -620,7 +620,6 @@ def _train(
     explode_factor: float,
     progress: Callable[[int, int], None] | None,
 ) -> EvalResult:
-    import torch
 
     from structsearch._train_loop import SoloStepper, run_loop
 
@@ -629,7 +628,7 @@ def _train(
     setup = _Setup(task_obj, model, made, seed, dev, budget, steps)
     groups = param_groups(model, lr, base_fan_in=int(task_obj.base_width), weight_decay=float(task_obj.weight_decay))
     optimizer, schedule = _optimizer(task_obj, groups, lr, setup.planned)
-    batches = task_obj.train_batches(torch.Generator().manual_seed(seed), dev)
+    batches = training_stream(task_obj, seed, dev)
     model.train()
     stepper = SoloStepper(task_obj, model, optimizer, schedule, batches, setup.autocast, dev)
     traces, times = run_loop(

@@ -64,6 +64,10 @@ class Task:
     - ``default_width``: the dense reference width (and the width of the ``"fixed"`` rule).
     - ``budget``: the default (proxy) training budget in FLOPs.
     - ``weight_decay``, ``warmup_fraction``, ``grad_clip``: optimiser settings.
+    - ``replayable_stream``: set it when ``train_batches`` depends only on the task's settings
+      (``describe()``) and the generator's seed, and ``loss`` does not modify a batch; the
+      evaluator then makes each seed's stream once per process and replays it to every later
+      training (worth it when making a batch is costly, as mlp-regression's teacher is).
 
     Hook with a default: ``score(mean_validation_loss) -> float`` turns the mean of ``loss``
     over the validation batches into the reported number (identity; ``char-lm`` divides by
@@ -81,6 +85,7 @@ class Task:
     grad_clip: float | None = 1.0
     width_rule: str = "fixed"
     width_multiple: int = 8
+    replayable_stream: bool = False
 
     def build_model(self, linear: LinearFactory, width: int) -> Any:
         raise NotImplementedError

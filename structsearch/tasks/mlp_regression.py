@@ -36,6 +36,7 @@ class MLPRegression(Task):
     warmup_fraction = 0.05
     grad_clip = 1.0
     data_block = 32  # training batches made per teacher forward (benchmarks/results/throughput.md)
+    replayable_stream = True  # the stream depends only on the options and the seed: made once per process
 
     def __init__(
         self,
