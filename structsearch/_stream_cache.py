@@ -9,7 +9,9 @@ bit-identical to a fresh stream (tests/test_stream_cache.py).
 
 Memory is capped (``STRUCTSEARCH_STREAM_CACHE_MB``, default 256; 0 turns the cache off). A
 training that runs past a recording's end extends it while the cap allows; past the cap, the
-first such training takes over the recording's live stream and later ones make their own.
+first such training takes over the recording's live stream and later ones make their own. A
+stream that needs room first evicts the least recently opened recordings, so a search that moves
+on to new seeds (or a new task) records them instead of replaying a stale one forever.
 """
 
 from __future__ import annotations
@@ -57,6 +59,16 @@ def clear() -> None:
     _RECORDINGS.clear()
 
 
+def _room_for(size: int, cap: int, keep: tuple[Any, ...]) -> bool:
+    """Whether ``size`` more bytes fit under the cap, after evicting recordings opened before ``keep``."""
+    while cache_bytes() + size > cap:
+        oldest = next(iter(_RECORDINGS))
+        if oldest == keep:
+            return False  # only the current recording (and later-opened ones) are left
+        del _RECORDINGS[oldest]
+    return True
+
+
 def _fresh(task: Any, seed: int, device: Any) -> Iterator[Any]:
     import torch
 
@@ -90,20 +102,10 @@ def training_stream(task: Any, seed: int, device: Any) -> Iterator[Any]:
     if rec is None:
         rec = _RECORDINGS[key] = _Recording(live=_fresh(task, seed, device))
     _RECORDINGS.move_to_end(key)
-    _evict(cap, keep=key)
-    return _replay(rec, cap, task, seed, device)
+    return _replay(key, rec, cap, task, seed, device)
 
 
-def _evict(cap: int, keep: tuple[Any, ...]) -> None:
-    """Drop the least recently used recordings until the rest fit under the cap."""
-    while cache_bytes() > cap and len(_RECORDINGS) > 1:
-        oldest = next(iter(_RECORDINGS))
-        if oldest == keep:
-            break
-        del _RECORDINGS[oldest]
-
-
-def _replay(rec: _Recording, cap: int, task: Any, seed: int, device: Any) -> Iterator[Any]:
+def _replay(key: tuple[Any, ...], rec: _Recording, cap: int, task: Any, seed: int, device: Any) -> Iterator[Any]:
     for i in itertools.count():
         if i < len(rec.batches):
             yield rec.batches[i]
@@ -113,7 +115,8 @@ def _replay(rec: _Recording, cap: int, task: Any, seed: int, device: Any) -> Ite
             return
         batch = next(rec.live)
         size = _nbytes(batch)
-        if cache_bytes() + size > cap:  # full: this training keeps the live stream, unrecorded
+        if key not in _RECORDINGS or not _room_for(size, cap, keep=key):
+            # full (or this recording was evicted by a newer one): this training keeps the live stream
             live, rec.live = rec.live, None
             yield batch
             yield from live

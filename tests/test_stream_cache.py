@@ -69,6 +69,19 @@ def test_past_the_cap_streams_continue_unrecorded(monkeypatch):
     assert _stream_cache.cache_bytes() == 10 * batch_bytes
 
 
+def test_a_new_stream_evicts_the_least_recently_opened_recording(monkeypatch):
+    batch_bytes = 32 * (32 + 8) * 4
+    monkeypatch.setenv("STRUCTSEARCH_STREAM_CACHE_MB", str(10.5 * batch_bytes / 2**20))  # room for 10 batches
+    task = MLPRegression(**MLP)
+    _same(_take(task, 0, 10), _fresh(task, 0, 10))  # seed 0 fills the cap
+    _same(_take(task, 1, 6), _fresh(task, 1, 6))  # seed 1 evicts it to record its own batches
+    assert _stream_cache.cache_bytes() == 6 * batch_bytes
+    _same(_take(task, 2, 4), _fresh(task, 2, 4))  # seed 2 fits beside seed 1
+    assert _stream_cache.cache_bytes() == 10 * batch_bytes
+    _same(_take(task, 1, 8), _fresh(task, 1, 8))  # seed 1 grows by evicting seed 2, opened before it
+    assert _stream_cache.cache_bytes() == 8 * batch_bytes
+
+
 def test_off_or_not_declared_means_nothing_is_recorded(monkeypatch):
     monkeypatch.setenv("STRUCTSEARCH_STREAM_CACHE_MB", "0")
     _same(_take(MLPRegression(**MLP), 0, 5), _fresh(MLPRegression(**MLP), 0, 5))
