@@ -149,7 +149,7 @@ class StudyReport:
         budget = f"{c['budget']:.3g} FLOPs" if isinstance(c.get("budget"), (int, float)) else "task default"
         head = Text(
             f"study {self.study} ({self.storage}): task {c.get('task')}, budget {budget}, "
-            f"space {(c.get('space') or {}).get('name')}, width {c.get('width')}, objective {c.get('objective')}\n"
+            f"space {(c.get('space') or {}).get('name')}, {_scoring(c)}, objective {c.get('objective')}\n"
             f"{self.n_trials} trials, {self.n_trained} trained; "
             + ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
             + _throughput(self.best)
@@ -233,6 +233,24 @@ def _comparison_sentence(c: dict[str, Any]) -> str:
     from structsearch.confirmation import Comparison
 
     return Comparison.model_validate(c).sentence()
+
+
+def _scoring(config: dict[str, Any]) -> str:
+    """How the study trains its candidates, for the report's head line."""
+    width = config.get("width")
+    if not str(config.get("evaluator", "")).endswith(":frontier_score"):
+        return f"width {width}"
+    from structsearch.frontier import TARGET_MULTIPLE
+
+    target, budget = config.get("target_flops"), config.get("budget")
+    if isinstance(target, (int, float)):
+        at = f"{target:.3g} FLOPs"
+    elif isinstance(budget, (int, float)):
+        at = f"{TARGET_MULTIPLE * budget:.3g} FLOPs"
+    else:
+        at = f"{TARGET_MULTIPLE:g}x the budget"
+    # the ladder chooses the training widths; the search width only sizes the params and MACs columns
+    return f"frontier scoring at {at} (params and MACs at width {width})"
 
 
 def _throughput(rows: list[dict[str, Any]]) -> str:

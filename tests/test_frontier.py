@@ -261,6 +261,8 @@ def test_search_confirms_the_best_and_report_and_export_say_what_the_scores_are(
     assert verdicts["dense"] == "better" and conf["compute"] == 1e9
     rep = report("c", runs_dir=tmp_path)
     assert rep.score_label.startswith("predicted mse at 1e+10 FLOPs")
+    head = str(rep.__rich__().renderables[0])  # the ladder picks widths: the head names the scoring, not a width
+    assert "frontier scoring at 1e+10 FLOPs (params and MACs at width 64)" in head
     assert list(rep.references) == ["dense", "btt"] and rep.confirmation == conf
     assert (tmp_path / "c" / "frontiers.png").stat().st_size > 0
     doc = export("c", top=2, runs_dir=tmp_path)
