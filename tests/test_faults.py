@@ -441,3 +441,46 @@ def test_report_and_export_in_a_read_only_folder(runs, capsys):
         assert '"plots_error"' in report.out and "cannot write the plots" in report.out
     assert _digest(journal) == before
     assert sorted(p.name for p in (runs / "ro").iterdir() if p.suffix != ".png") == listing  # no lock file
+
+
+def _study_with_two_trained_candidates() -> optuna.Study:
+    study = optuna.create_study()
+    for number, (paper, loss) in enumerate([("(1/2|0|1/2|0|1/2|1/2|0)", 0.2), ("(1|0|0|1|0|0|0)", 0.3)]):
+        attrs = {"status": "evaluated", "loss": loss, "paper": paper, "sizes": str(number)}
+        study.add_trial(optuna.trial.create_trial(value=loss, user_attrs=attrs))
+    return study
+
+
+def test_an_interrupted_or_killed_confirmation_is_finished_by_the_next_run(monkeypatch):
+    import structsearch.confirmation as confirmation
+    from structsearch.engine._confirm import claim_held, confirm_study
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    study = _study_with_two_trained_candidates()
+    monkeypatch.setattr(confirmation, "confirm", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        confirm_study(study, task="mlp-regression", compute=1e9, seeds=[0, 1, 2], top=2)
+    assert study.user_attrs["confirmation_claim"] is None  # released: the next run may take it
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a worker on this machine that was killed holding the claim
+    study.set_user_attr("confirmation_claim", {"worker": f"{socket.gethostname()}:{dead.pid}", "time": time.time()})
+    assert not claim_held(study.user_attrs["confirmation_claim"])
+    alive = {"worker": f"{socket.gethostname()}:{os.getppid()}", "time": time.time()}
+    assert claim_held(alive) and not claim_held({**alive, "time": time.time() - 7 * 3600})
+    assert claim_held({"worker": "another-machine:1", "time": time.time()})
+
+    monkeypatch.setattr(confirmation, "confirm", lambda structures, *args, **kwargs: _Done(structures))
+    done = confirm_study(study, task="mlp-regression", compute=1e9, seeds=[0, 1, 2], top=2)
+    assert done == {"best": "(1/2|0|1/2|0|1/2|1/2|0)", "top 2": "(1|0|0|1|0|0|0)"}
+    assert study.user_attrs["confirmation"] == done
+
+
+class _Done:
+    def __init__(self, structures: dict) -> None:
+        self.structures = structures
+
+    def to_dict(self) -> dict:
+        return dict(self.structures)

@@ -4,12 +4,15 @@
 with dense and BTT to :func:`structsearch.confirmation.confirm`, and stores the result in the
 study's user attribute ``confirmation`` (``report`` and ``export`` read it from there). A
 worker claims the stage first (``confirmation_claim``) so that concurrent workers finishing
-together do not all run it; a claim older than :data:`CLAIM_TIMEOUT_S` without a result is
-treated as abandoned.
+together do not all run it. An interrupted worker releases its claim; a claim whose worker
+process is gone from this host, or older than :data:`CLAIM_TIMEOUT_S` without a result, is
+treated as abandoned, so rerunning the search finishes the stage.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -19,7 +22,7 @@ from optuna.trial import TrialState
 
 from structsearch.engine._objective import worker_id
 
-__all__ = ["CLAIM_TIMEOUT_S", "confirm_study", "top_trials"]
+__all__ = ["CLAIM_TIMEOUT_S", "claim_held", "confirm_study", "top_trials"]
 
 CLAIM_TIMEOUT_S = 6 * 3600.0
 
@@ -40,6 +43,28 @@ def top_trials(study: optuna.Study, top: int) -> list[Any]:
     return out[:top]
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def claim_held(claim: dict[str, Any] | None) -> bool:
+    """Whether another, still running worker holds the confirmation stage."""
+    if not claim or claim.get("worker") == worker_id():
+        return False
+    if time.time() - float(claim.get("time", 0)) >= CLAIM_TIMEOUT_S:
+        return False
+    host, _, pid = str(claim.get("worker")).rpartition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        return _pid_alive(int(pid))  # a killed worker on this machine left it: take it over
+    return True  # another machine's worker: trust the claim until it times out
+
+
 def confirm_study(
     study: optuna.Study,
     *,
@@ -56,9 +81,7 @@ def confirm_study(
     attrs = study.user_attrs
     if not force and "confirmation" in attrs:
         return attrs["confirmation"]
-    claim = attrs.get("confirmation_claim")
-    held = claim and time.time() - float(claim.get("time", 0)) < CLAIM_TIMEOUT_S
-    if not force and held and claim.get("worker") != worker_id():
+    if not force and claim_held(attrs.get("confirmation_claim")):
         return None
     trials = top_trials(study, top)
     if not trials:
@@ -67,6 +90,10 @@ def confirm_study(
     labels = ["best"] + [f"top {i + 2}" for i in range(len(trials) - 1)]
     structures = {label: t.user_attrs["paper"] for label, t in zip(labels, trials, strict=True)}
     numbers = {label: t.number for label, t in zip(labels, trials, strict=True)}
-    result = confirm(structures, task, compute, seeds, trials=numbers, threads=threads).to_dict()
+    try:
+        result = confirm(structures, task, compute, seeds, trials=numbers, threads=threads).to_dict()
+    except BaseException:  # interrupted or failed: let the next run (or another worker) do it
+        study.set_user_attr("confirmation_claim", None)
+        raise
     study.set_user_attr("confirmation", result)
     return result
