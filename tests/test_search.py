@@ -112,6 +112,30 @@ def test_duplicate_sizes_cost_no_training(tmp_path):
     assert len(fn.calls) == 1
 
 
+def test_twins_claimed_at_once_leave_exactly_one_trainer():
+    from structsearch.engine._objective import Objective
+
+    study = optuna.create_study()
+    low, high = study.ask(), study.ask()  # two workers proposed the same sizes
+    for t in (low, high):
+        t.set_user_attr("sizes", "4,4")
+        t.set_user_attr("worker", "elsewhere:1")
+        t.set_user_attr("training", True)
+
+    def holder(number: int):
+        found = Objective._in_progress(study, "4,4", number)
+        return None if found is None else found.number
+
+    assert holder(high.number) == low.number  # the higher number yields to the lower ...
+    assert holder(low.number) is None  # ... which does not yield back: it trains
+    high.set_user_attr("claim_checked", True)  # the higher one checked before the lower claimed
+    assert holder(low.number) == high.number
+    high.set_user_attr("claim_checked", False)
+    low.set_user_attr("training", False)  # a trial that yielded holds nothing
+    assert holder(high.number) is None
+    assert Objective._in_progress(study, "8,8", high.number) is None
+
+
 def test_degenerate_without_equivalent_is_settled(tmp_path):
     fn = Counting()
     out, _ = _settle(tmp_path, Spec.parse("(0|0|1|1/12|1/12|5/6|1/2)").theta, fn=fn)

@@ -37,7 +37,7 @@ DEFAULT_HEARTBEAT_S = 10
 DEFAULT_GRACE_S = 60
 _DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 # what a re-queued trial must not inherit from the dead one
-_VOLATILE = ("worker", "heartbeat", "training", "status", "reason", "retry_of")
+_VOLATILE = ("worker", "heartbeat", "training", "claim_checked", "status", "reason", "retry_of")
 
 
 def _env_seconds(name: str, default: int) -> int:

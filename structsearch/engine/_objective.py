@@ -239,6 +239,7 @@ class Objective:
                 f"{busy.user_attrs.get('worker', '?')} is training: not trained twice",
             )
             return TrialOutcome(TrialState.PRUNED, None, attrs)
+        trial.set_user_attr("claim_checked", True)  # later claimants with lower numbers yield to this one
         return self._train(spec, attrs, trial)
 
     def _describe(self, spec: Spec, tax: Any) -> dict[str, Any]:
@@ -270,21 +271,22 @@ class Objective:
     def _in_progress(study: optuna.Study, key: str, number: int) -> FrozenTrial | None:
         """A trial of another worker that holds the same integer sizes right now.
 
-        It holds them if it has a lower number (it claimed first), or if it has already
-        marked itself as training (it may have passed its own check before this trial's
-        claim was visible). A trial whose result is being recorded (status set, not yet
-        told) still counts. Two workers that mark themselves at the same instant may both
-        yield: the candidate is then left untrained, never trained twice.
+        The lower trial number wins a tie: a trial yields to a lower-numbered one with the same
+        sizes (unless that one has itself yielded), and to a higher-numbered one only once that
+        one has passed this check (``claim_checked``: it did not see this trial's claim in time
+        and is training). Two claims at the same instant therefore leave exactly one trainer; a
+        claim that lands between another's check and its ``claim_checked`` may train the
+        candidate twice, which costs compute but never leaves it untrained. A trial whose result
+        is being recorded (status set, not yet told) still counts.
         """
         me = worker_id()
-        abandoned = ("interrupted", "error")
+        abandoned = ("interrupted", "error", "concurrent")
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if (
-                (t.number < number or (t.number != number and t.user_attrs.get("training")))
-                and t.user_attrs.get("sizes") == key
-                and t.user_attrs.get("worker") != me
-                and t.user_attrs.get("status") not in abandoned
-            ):
+            if t.number == number or t.user_attrs.get("sizes") != key or t.user_attrs.get("worker") == me:
+                continue
+            if t.user_attrs.get("status") in abandoned or t.user_attrs.get("training") is False:
+                continue  # interrupted, or it yielded to someone else
+            if t.number < number or t.user_attrs.get("claim_checked"):
                 return t
         return None
 
