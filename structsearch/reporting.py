@@ -237,18 +237,13 @@ def _comparison_sentence(c: dict[str, Any]) -> str:
 
 def _scoring(config: dict[str, Any]) -> str:
     """How the study trains its candidates, for the report's head line."""
+    from structsearch.engine._scorers import study_target_flops
+
     width = config.get("width")
     if not str(config.get("evaluator", "")).endswith(":frontier_score"):
         return f"width {width}"
-    from structsearch.frontier import TARGET_MULTIPLE
-
-    target, budget = config.get("target_flops"), config.get("budget")
-    if isinstance(target, (int, float)):
-        at = f"{target:.3g} FLOPs"
-    elif isinstance(budget, (int, float)):
-        at = f"{TARGET_MULTIPLE * budget:.3g} FLOPs"
-    else:
-        at = f"{TARGET_MULTIPLE:g}x the budget"
+    target = study_target_flops(config)
+    at = f"{target:.3g} FLOPs" if target is not None else "its target"
     # the ladder chooses the training widths; the search width only sizes the params and MACs columns
     return f"frontier scoring at {at} (params and MACs at width {width})"
 

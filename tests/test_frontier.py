@@ -303,3 +303,26 @@ def test_iso_flop_rule_falls_back_to_the_reference_width_when_no_narrower_width_
     # ... so its rung trains at dense's width instead of failing; cheaper structures still widen
     assert Ladder().width_for(near_dense, task, 32) == 32
     assert Ladder().width_for(parse_spec("btt"), task, 32) == matched_width("btt", task, 32) > 32
+
+
+def test_the_default_target_is_stored_resolved_so_naming_it_resumes_the_same_study(tmp_path, monkeypatch):
+    from structsearch.engine._storage import open_storage
+    from structsearch.errors import StudyError, TaskError
+    from structsearch.exporting import export
+
+    monkeypatch.setattr(evaluation, "evaluate", Synthetic())
+    common = dict(task="mlp-regression", budget=1e9, width=64, runs_dir=tmp_path, study="t", progress=False)
+    search("btt", trials=1, pruner="none", confirm=False, **common)
+    loaded, _ = load_existing_study("t", runs_dir=tmp_path)
+    assert loaded.user_attrs["structsearch"]["target_flops"] == 1e10
+    writable = optuna.load_study(study_name="t", storage=open_storage("t", None, tmp_path).storage)
+    writable.set_user_attr("structsearch", {**loaded.user_attrs["structsearch"], "target_flops": None})  # as before
+    again = search("btt", trials=2, pruner="none", confirm=False, target_flops=TARGET_MULTIPLE * 1e9, **common)
+    assert again.resumed and again.trials == 2
+    with pytest.raises(StudyError, match="target_flops=10000000000.0, got 30000000000.0"):
+        search("btt", trials=3, pruner="none", confirm=False, target_flops=3e10, **common)
+    assert export("t", top=1, runs_dir=tmp_path)["specs"][0]["provenance"]["target_flops"] == 1e10
+    for bad in (0, -1.0, math.nan, math.inf, "1e10", True):  # refused before any study is made
+        with pytest.raises(TaskError, match="target_flops: expected a positive, finite number"):
+            search("btt", trials=1, target_flops=bad, **{**common, "study": "bad"})
+    assert not (tmp_path / "bad").exists()

@@ -24,7 +24,7 @@ from structsearch.engine._heartbeat import Watch
 from structsearch.engine._objective import EvaluateFn, Objective, TrialOutcome, worker_id
 from structsearch.engine._pruning import make_pruner
 from structsearch.engine._references import ensure_references, stored_references
-from structsearch.engine._scorers import TRAINERS, resolve_evaluator
+from structsearch.engine._scorers import TRAINERS, resolve_evaluator, study_target_flops
 from structsearch.engine._space import Space, load_space
 from structsearch.engine._steering import CandidatePool, TaxonomySampler, candidate_pool
 from structsearch.engine._storage import StudyLocation, check_study_name, open_storage
@@ -156,6 +156,9 @@ def _check_resume(study: optuna.Study, config: dict[str, Any], location: StudyLo
 
             same = admits(have) == admits(want)
             have, want = (have or {}).get("name"), want["name"]
+        elif key == "target_flops":  # a study stored before targets were resolved has None: read it resolved
+            have, want = study_target_flops(stored), study_target_flops(config)
+            same = have == want or (have is not None and want is not None and math.isclose(have, want, rel_tol=1e-9))
         elif key == "budget" and isinstance(have, (int, float)) and isinstance(want, (int, float)):
             same = math.isclose(have, want, rel_tol=1e-9)
         else:
@@ -353,7 +356,7 @@ def search(
     width = width or default_width or 64
     name = check_study_name(study or _default_study_name(space_obj, task, objective))
     study_pruner = make_pruner(pruner)
-    config = {
+    config: dict[str, Any] = {
         "space": space_obj.model_dump(mode="json"),
         "param_names": list(space_obj.param_names),
         "task": task,
@@ -364,11 +367,12 @@ def search(
         "sampler": sampler,
         "steer": steer,
         "evaluator": evaluator_name,
-        "target_flops": getattr(fn, "target_flops", None),
+        "target_flops": getattr(fn, "target_flops", None),  # resolved below when left to the default
         "pruner": pruner or type(study_pruner).__name__,
         "versions": _versions(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    config["target_flops"] = study_target_flops(config)
     pool = None
     if steer:  # before the study is created: an empty space is refused without leaving one behind
         pool = candidate_pool(space_obj, width, seed=seed)

@@ -10,12 +10,13 @@ in anything with :func:`structsearch.evaluation.evaluate`'s signature.
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Callable
 from typing import Any
 
 from structsearch.errors import TaskError
 
-__all__ = ["EVALUATORS", "FrontierScorer", "resolve_evaluator", "score_attrs"]
+__all__ = ["EVALUATORS", "FrontierScorer", "resolve_evaluator", "score_attrs", "study_target_flops"]
 
 EVALUATORS = ("frontier", "proxy", "final", "toy")
 # The scorers that train with a task's own settings (the others may not know the task).
@@ -63,6 +64,8 @@ def resolve_evaluator(
     """
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise TaskError(f"threads: expected a positive integer, got {threads!r}")
+    if target_flops is not None and not _positive_number(target_flops):
+        raise TaskError(f"target_flops: expected a positive, finite number of FLOPs, got {target_flops!r}")
     if evaluator is None or evaluator == "frontier":
         return FrontierScorer(target_flops, threads=threads), "structsearch.frontier:frontier_score"
     if target_flops is not None:
@@ -94,6 +97,32 @@ def resolve_evaluator(
     if not callable(fn):
         raise TaskError(f"evaluator {text!r}: not callable")
     return _check_signature(fn, text), text
+
+
+def _positive_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def study_target_flops(config: dict[str, Any]) -> float | None:
+    """The compute a frontier-scored study predicts at: its ``target_flops``, or the default multiple of its budget.
+
+    ``None`` for other scorers. Studies made before the target was stored resolved keep ``None``
+    in their config; this reads them the same way.
+    """
+    if not str(config.get("evaluator", "")).endswith(":frontier_score"):
+        return None
+    if config.get("target_flops") is not None:
+        return float(config["target_flops"])
+    from structsearch.frontier import TARGET_MULTIPLE
+    from structsearch.tasks import get_task
+
+    budget = config.get("budget")
+    if budget is None:
+        try:
+            budget = float(get_task(str(config.get("task"))).budget)
+        except Exception:  # a plugin task not importable here: the target cannot be named
+            return None
+    return TARGET_MULTIPLE * float(budget)
 
 
 def _check_signature(fn: EvaluateFn, name: str) -> EvaluateFn:
