@@ -319,7 +319,7 @@ def test_the_default_target_is_stored_resolved_so_naming_it_resumes_the_same_stu
     writable.set_user_attr("structsearch", {**loaded.user_attrs["structsearch"], "target_flops": None})  # as before
     again = search("btt", trials=2, pruner="none", confirm=False, target_flops=TARGET_MULTIPLE * 1e9, **common)
     assert again.resumed and again.trials == 2
-    with pytest.raises(StudyError, match="target_flops=10000000000.0, got 30000000000.0"):
+    with pytest.raises(StudyError, match=r"target_flops=10000000000\.0, got 30000000000\.0"):
         search("btt", trials=3, pruner="none", confirm=False, target_flops=3e10, **common)
     assert export("t", top=1, runs_dir=tmp_path)["specs"][0]["provenance"]["target_flops"] == 1e10
     for bad in (0, -1.0, math.nan, math.inf, "1e10", True):  # refused before any study is made
