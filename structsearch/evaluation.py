@@ -45,6 +45,7 @@ __all__ = [
     "count_step_flops",
     "evaluate",
     "extrapolate_loss",
+    "flops_per_step",
     "linear_macs_at",
     "matched_width",
     "proxy",
@@ -300,6 +301,26 @@ def matched_width(spec: str | Spec, task: Any = "mlp-regression", reference_widt
     return best
 
 
+def flops_per_step(spec: str | Spec, task: Any = "mlp-regression", width: int | None = None) -> float:
+    """Training FLOPs of one step of ``spec``'s model at ``width``, counted as :func:`evaluate` counts them.
+
+    Builds the model and counts one step (no training): what a budget must at least cover.
+    """
+    import torch
+
+    from structsearch.tasks import get_task
+
+    spec = parse_spec(spec)
+    task_obj = get_task(task)
+    width = int(width or task_obj.default_width)
+    cpu = torch.device("cpu")
+    with torch.random.fork_rng(devices=[]):
+        model, made = _build(spec, task_obj, width, 0, cpu)
+        batch = next(iter(task_obj.train_batches(torch.Generator().manual_seed(7919), cpu)))
+        account = count_step_flops(model, lambda: task_obj.loss(model, batch), {id(m) for m in made})
+    return float(account.flops_per_step)
+
+
 def count_step_flops(model: Any, loss_fn: Callable[[], Any], structured: set[int] | None = None) -> FlopAccount:
     """Count one training step of ``model``: ``loss_fn()`` runs the forward and returns the loss.
 
@@ -467,10 +488,10 @@ def _check_seeds(seeds: Sequence[int] | None) -> list[int] | None:
     seed_list = list(seeds) if isinstance(seeds, (list, tuple, range)) else None
     if (
         not seed_list
-        or any(isinstance(s, bool) or not isinstance(s, int) for s in seed_list)
+        or any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 2**32 for s in seed_list)
         or len(set(seed_list)) != len(seed_list)
     ):
-        raise TaskError(f"seeds: expected a non-empty list of distinct integers, got {seeds!r}")
+        raise TaskError(f"seeds: expected a non-empty list of distinct integers in [0, 2^32), got {seeds!r}")
     return seed_list
 
 

@@ -398,6 +398,11 @@ def _achieved(rungs: Sequence[Rung]) -> float:
     return sum(r.train_flops for r in timed) / seconds if seconds else 0.0
 
 
+def _untrained(status: str, warnings: list[str]) -> str | None:
+    """Why no rung trained (every rung skipped: too small a budget, too much padding), for the trial's reason."""
+    return warnings[0] if status == "failed" and warnings else None
+
+
 def _summarise(
     spec: Spec, task_obj: Any, rungs: list[Rung], ladder: Ladder, budget: float, target: float, seed: int, pruned: bool
 ) -> FrontierScore:
@@ -443,7 +448,9 @@ def _summarise(
         warnings=warnings,
         final_loss=measured,
         diverged=status == "diverged",
-        reason=bad.reason if bad is not None else (f"pruned after rung {len(rungs)}" if pruned else None),
+        reason=bad.reason
+        if bad is not None
+        else (f"pruned after rung {len(rungs)}" if pruned else _untrained(status, warnings)),
         budget=budget,
         train_flops=sum(r.train_flops for r in rungs),
         steps=sum(r.steps for r in rungs),

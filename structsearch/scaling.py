@@ -402,6 +402,8 @@ def scale(
         raise TaskError(f"budgets: expected positive FLOP counts, got {budgets!r}")
     total = len(parsed) * len(widths) * len(budgets)
     done = 0
+    if progress is not None:  # the arguments are good: a progress display may start now
+        progress(0, total, "first training")
     start = time.perf_counter()
     rows = []
     device_used = "cpu"

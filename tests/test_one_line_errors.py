@@ -145,6 +145,18 @@ def test_cli_seeds_outside_uint32_are_refused():
     for seed in ("-1", str(2**32)):
         _one_line(_cli("search", "--space", "btt", "--task", "toy", "--evaluator", "toy", "--seed", seed), "seed")
         _one_line(_cli("evaluate", "btt", "--seed", seed), "seed")
+        _one_line(_cli("evaluate", "btt", "--seeds", "0", seed), "seed")
+
+
+def test_api_seed_lists_outside_uint32_are_refused():
+    from structsearch import evaluate, search
+    from structsearch.errors import StudyError, TaskError
+
+    for seeds in ([-1, 2], [0, 2**32]):
+        with pytest.raises(TaskError, match=r"seeds: .*\[0, 2\^32\)"):
+            evaluate("btt", seeds=seeds, steps=1, width=16)
+        with pytest.raises(StudyError, match=r"confirm_seeds: .*\[0, 2\^32\)"):
+            search("btt", confirm_seeds=seeds, trials=1, progress=False)
 
 
 def test_cli_evaluator_that_cannot_score(tmp_path):
@@ -215,6 +227,12 @@ def test_cli_outputs_checked_before_training_budget_below_one_step_and_spec_file
         _cli("scale", "btt", "--widths", "16", "--budgets", "1e6", "--plot", "/no/such/dir/f.png"), "does not exist"
     )
     _one_line(_cli("evaluate", "btt", "--budget", "1", "--width", "16"), "buys no training step")
+    # a search whose budget buys dense no step at its largest rung: refused before a study is made
+    search = ("search", "--space", "btt", "--budget", "1e3", "--trials", "1", "--runs-dir", str(tmp_path / "runs"))
+    _one_line(_cli(*search), "largest rung", "buys no training step")
+    assert not (tmp_path / "runs").exists()
+    # scale checks its arguments before its progress display starts: the refusal is the only line
+    _one_line(_cli("scale", "btt", "--widths", "0"), "widths")
     spec = tmp_path / "best.json"
     spec.write_text(json.dumps({"specs": [{"theta": Spec.parse("btt").as_dict()}]}))
     res = _cli("evaluate", str(spec), "--steps", "2", "--width", "16", "--json")

@@ -91,7 +91,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--seeds",
-        type=int,
+        type=seed_value,
         nargs="+",
         default=None,
         metavar="SEED",

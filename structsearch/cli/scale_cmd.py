@@ -68,20 +68,25 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(
+    bar = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         transient=True,
         console=Console(stderr=True),
-    ) as bar:
-        task_id = bar.add_task("trainings", total=None)
+    )
+    task_id = bar.add_task("trainings", total=None)
 
-        def progress(done: int, total: int, label: str) -> None:
-            bar.update(task_id, completed=done, total=total, description=label)
+    def progress(done: int, total: int, label: str) -> None:
+        bar.start()  # at the first call, once scale() has checked its arguments: a refusal stays one line
+        bar.update(task_id, completed=done, total=total, description=label)
 
+    try:
         result = scale(structures, progress=progress, **kwargs)
+    finally:
+        if bar.live.is_started:  # stopping a display that never started still prints a line
+            bar.stop()
     _render(result)
     return _plot_written(result)
 

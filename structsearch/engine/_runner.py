@@ -24,7 +24,7 @@ from structsearch.engine._heartbeat import Watch
 from structsearch.engine._objective import EvaluateFn, Objective, TrialOutcome, worker_id
 from structsearch.engine._pruning import make_pruner
 from structsearch.engine._references import ensure_references, stored_references
-from structsearch.engine._scorers import TRAINERS, resolve_evaluator, study_target_flops
+from structsearch.engine._scorers import TRAINERS, check_budget_buys_a_step, resolve_evaluator, study_target_flops
 from structsearch.engine._space import Space, load_space
 from structsearch.engine._steering import CandidatePool, TaxonomySampler, candidate_pool
 from structsearch.engine._storage import StudyLocation, check_study_name, open_storage
@@ -354,6 +354,7 @@ def search(
     default_budget, default_width = _task_defaults(task, strict=evaluate_fn is None or evaluate_fn in TRAINERS)
     budget = float(budget) if budget is not None else default_budget
     width = width or default_width or 64
+    check_budget_buys_a_step(evaluate_fn, fn, task, budget, width)
     name = check_study_name(study or _default_study_name(space_obj, task, objective))
     study_pruner = make_pruner(pruner)
     config: dict[str, Any] = {
@@ -457,8 +458,9 @@ def _check_arguments(
     if isinstance(confirm_top, bool) or not isinstance(confirm_top, int) or confirm_top < 1:
         raise StudyError(f"confirm_top: expected a positive integer, got {confirm_top!r}")
     seeds = list(confirm_seeds)
-    if len(seeds) < 2 or len(set(seeds)) != len(seeds) or not all(isinstance(v, int) for v in seeds):
-        raise StudyError(f"confirm_seeds: expected at least 2 distinct integer seeds, got {seeds!r}")
+    in_range = all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**32 for v in seeds)
+    if len(seeds) < 2 or len(set(seeds)) != len(seeds) or not in_range:
+        raise StudyError(f"confirm_seeds: expected at least 2 distinct integer seeds in [0, 2^32), got {seeds!r}")
 
 
 def _open_study(

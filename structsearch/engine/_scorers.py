@@ -16,7 +16,14 @@ from typing import Any
 
 from structsearch.errors import TaskError
 
-__all__ = ["EVALUATORS", "FrontierScorer", "resolve_evaluator", "score_attrs", "study_target_flops"]
+__all__ = [
+    "EVALUATORS",
+    "FrontierScorer",
+    "check_budget_buys_a_step",
+    "resolve_evaluator",
+    "score_attrs",
+    "study_target_flops",
+]
 
 EVALUATORS = ("frontier", "proxy", "final", "toy")
 # The scorers that train with a task's own settings (the others may not know the task).
@@ -97,6 +104,42 @@ def resolve_evaluator(
     if not callable(fn):
         raise TaskError(f"evaluator {text!r}: not callable")
     return _check_signature(fn, text), text
+
+
+def check_budget_buys_a_step(
+    evaluator: str | EvaluateFn | None, fn: EvaluateFn, task: str, budget: float | None, width: int
+) -> None:
+    """Refuse, before a study is made, a budget in which dense's largest training buys no step.
+
+    Every candidate would then fail; one clear error is better than a study of failed trials.
+    Only the built-in trainers are checked (a plug-in scorer spends its budget its own way).
+    """
+    if not (evaluator is None or evaluator in TRAINERS):
+        return
+    from structsearch.errors import BudgetError
+    from structsearch.evaluation import flops_per_step, steps_for_budget
+    from structsearch.tasks import get_task
+
+    task_obj = get_task(task)
+    total = float(task_obj.budget) if budget is None else float(budget)
+    if isinstance(fn, FrontierScorer):
+        width, largest = fn.ladder.plan(
+            total,
+            default_width=int(task_obj.default_width),
+            task_budget=float(task_obj.budget),
+            width_multiple=int(getattr(task_obj, "width_multiple", 8)),
+        )[-1]
+        where = f"the ladder's largest rung ({largest:.3g} FLOPs, dense at width {width})"
+    else:
+        largest = 0.75 * total if evaluator == "proxy" else total  # the proxy's larger run is 3/4 of it
+        where = f"dense at width {width} ({largest:.3g} FLOPs)"
+    per_step = flops_per_step("dense", task_obj, width)
+    try:
+        steps_for_budget(largest, per_step)
+    except BudgetError:
+        raise BudgetError(
+            f"budget {total:.3g} FLOPs: {where} buys no training step (one step costs {per_step:.3g}); raise --budget"
+        ) from None
 
 
 def _positive_number(value: Any) -> bool:
