@@ -14,9 +14,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FORMAT", "export", "export_document"]
+__all__ = ["FORMAT", "VERSION", "export", "export_document"]
 
 FORMAT = "structsearch.specs"
+VERSION = 1  # EinsumLinear.from_spec refuses documents of a later version
 
 
 def export_document(
@@ -88,7 +89,7 @@ def export_document(
         )
     return {
         "format": FORMAT,
-        "version": 1,
+        "version": VERSION,
         "study": study,
         "storage": location.description,
         "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -116,6 +116,7 @@ class StudyReport:
     score_label: str = "loss"
     references: dict[str, dict[str, Any]] = field(default_factory=dict)
     confirmation: dict[str, Any] | None = None
+    failures: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -133,6 +134,7 @@ class StudyReport:
             "best": self.best,
             "references": self.references,
             "confirmation": self.confirmation,
+            "failures": self.failures,
             "spearman": self.correlations,
             "pareto_front": self.pareto,
             "pareto_front_loss_macs": self.config.get("pareto_objective_front"),
@@ -176,6 +178,8 @@ class StudyReport:
         parts: list[Any] = [head, table, corr]
         if self.confirmation:
             parts.extend(_confirmation_parts(self.confirmation))
+        if self.failures:
+            parts.append(_failure_lines(self.failures))
         if self.pareto:
             parts.append(Text("* on the Pareto front of loss vs training FLOPs"))
         if self.config.get("pareto_objective_front") is not None:
@@ -190,6 +194,17 @@ class StudyReport:
         if self.plots_error:
             parts.append(Text(f"plots not written: {self.plots_error}"))
         return Group(*parts)
+
+
+def _failure_lines(failures: list[dict[str, Any]], shown: int = 5) -> Any:
+    """The failed and diverged trials with their reasons (the first ``shown``; ``--json`` lists all)."""
+    from rich.text import Text
+
+    lines = [f"{len(failures)} trial(s) failed or diverged:"]
+    lines += [f"  #{f['number']} {f['paper'] or '-'} {f['status']}: {f['reason'] or '-'}" for f in failures[:shown]]
+    if len(failures) > shown:
+        lines.append(f"  ... and {len(failures) - shown} more (report --json lists them all)")
+    return Text("\n".join(lines), style="yellow")
 
 
 def _cells(r: dict[str, Any]) -> list[str]:
@@ -303,6 +318,16 @@ def report(
         score_label=_study_score_label(trained, config),
         references=references,
         confirmation=loaded.user_attrs.get("confirmation"),
+        failures=[
+            {
+                "number": r["number"],
+                "paper": r.get("paper"),
+                "status": r.get("status") or r["state"].lower(),
+                "reason": r.get("reason"),
+            }
+            for r in rows
+            if r.get("status") in ("failed", "diverged") or r["state"] == "FAIL"
+        ],
     )
     if plots and trained:  # the report stands without its plots (a read-only folder, a full disk)
         directory = Path(out_dir) if out_dir is not None else location.run_dir

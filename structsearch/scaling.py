@@ -394,10 +394,11 @@ def scale(
     if not parsed:
         raise TaskError("scale: expected at least one structure")
     task_obj = get_task(task, **dict(task_options or {}))
-    widths = [int(w) for w in widths]
+    widths = list(dict.fromkeys(int(w) for w in widths))  # a width given twice is trained once
     if not widths or any(w < 1 for w in widths):
         raise TaskError(f"widths: expected positive integers, got {widths!r}")
     budgets = [float(task_obj.budget) * k for k in (1, 3, 10)] if budgets is None else [float(b) for b in budgets]
+    budgets = list(dict.fromkeys(budgets))
     if not budgets or any(not math.isfinite(b) or b <= 0 for b in budgets):
         raise TaskError(f"budgets: expected positive FLOP counts, got {budgets!r}")
     total = len(parsed) * len(widths) * len(budgets)

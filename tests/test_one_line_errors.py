@@ -219,6 +219,8 @@ def test_cli_plugin_failing_in_build_model_fails_the_trial_and_the_search_goes_o
     study, _ = load_existing_study(out["study"], runs_dir=tmp_path)
     reasons = {t.user_attrs.get("reason") for t in study.get_trials() if t.user_attrs.get("status") == "failed"}
     assert reasons == {"ValueError: this plugin cannot build a model at this width"}
+    report = json.loads(_cli("report", out["study"], "--runs-dir", str(tmp_path), "--json", "--no-plots").stdout)
+    assert {f["reason"] for f in report["failures"]} == reasons  # the report says why, not only the journal
 
 
 def test_cli_outputs_checked_before_training_budget_below_one_step_and_spec_files(tmp_path):
@@ -255,3 +257,14 @@ def test_scale_keeps_its_results_when_the_plot_cannot_be_written(tmp_path, monke
     )
     assert result.plot is None and "No space left on device" in result.plot_error
     assert result.structures[0].points[0].status == "ok"
+
+
+def test_spec_documents_of_another_format_or_a_later_version_are_refused(tmp_path):
+    good = {"format": "structsearch.specs", "version": 1, "specs": [{"theta": Spec.parse("btt").as_dict()}]}
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(good))
+    assert EinsumLinear.from_spec(path, 16, 16).params == 128
+    for change, needle in (({"version": 2}, "version 2"), ({"format": "other"}, "format 'other'")):
+        path.write_text(json.dumps({**good, **change}))
+        with pytest.raises(StructSearchError, match=needle):
+            EinsumLinear.from_spec(path, 16, 16)

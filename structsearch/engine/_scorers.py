@@ -133,7 +133,10 @@ def check_budget_buys_a_step(
     else:
         largest = 0.75 * total if evaluator == "proxy" else total  # the proxy's larger run is 3/4 of it
         where = f"dense at width {width} ({largest:.3g} FLOPs)"
-    per_step = flops_per_step("dense", task_obj, width)
+    try:
+        per_step = flops_per_step("dense", task_obj, width)
+    except Exception:  # a task that cannot build dense here: its trials will record why, one by one
+        return
     try:
         steps_for_budget(largest, per_step)
     except BudgetError:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from structsearch.errors import SpecError
+from structsearch.exporting import FORMAT, VERSION
 from structsearch.layers._fast_paths import (
     PATHS,
     broadcast_contract,
@@ -44,6 +45,11 @@ SpecLike = Spec | str | Mapping[str, Any] | os.PathLike
 def _spec_from_document(doc: Any, where: str, index: int) -> Spec:
     """A bare theta object, or an export document with a "specs" list of {"theta": ...} entries."""
     if isinstance(doc, Mapping) and "specs" in doc:
+        if doc.get("format", FORMAT) != FORMAT:
+            raise SpecError(f"{where}: format {doc.get('format')!r} is not {FORMAT!r}")
+        version = doc.get("version", 1)
+        if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= VERSION:
+            raise SpecError(f"{where}: version {version!r} is not one this structsearch reads (1-{VERSION})")
         specs = doc["specs"]
         if not isinstance(specs, list) or not specs:
             raise SpecError(f"{where}: 'specs' must be a non-empty list")
