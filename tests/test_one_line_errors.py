@@ -229,6 +229,7 @@ def test_cli_outputs_checked_before_training_budget_below_one_step_and_spec_file
         _cli("scale", "btt", "--widths", "16", "--budgets", "1e6", "--plot", "/no/such/dir/f.png"), "does not exist"
     )
     _one_line(_cli("evaluate", "btt", "--budget", "1", "--width", "16"), "buys no training step")
+    _one_line(_cli("evaluate", "btt", "--steps", "5", "--budget", "1e8"), "--steps and --budget")
     # a search whose budget buys dense no step at its largest rung: refused before a study is made
     search = ("search", "--space", "btt", "--budget", "1e3", "--trials", "1", "--runs-dir", str(tmp_path / "runs"))
     _one_line(_cli(*search), "largest rung", "buys no training step")

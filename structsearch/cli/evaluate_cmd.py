@@ -111,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
     from structsearch.evaluation import evaluate
     from structsearch.layers import load_spec
 
+    if args.steps is not None and args.budget is not None:
+        raise TaskError("--steps and --budget: give one (a fixed number of steps, or the FLOPs they may spend)")
     args.structure = load_spec(args.structure)  # a name, a theta or an exported spec file (best.json)
     options = parse_options(args.option)
     if args.seeds is not None:

@@ -100,6 +100,7 @@ class ReadOnlyJournal(BaseJournalBackend):
         self._path = Path(path)
 
     def read_logs(self, log_number_from: int) -> Generator[dict[str, Any], None, None]:
+        number = 0
         try:
             with open(self._path, "rb") as f:
                 for number, line in enumerate(f):
@@ -107,7 +108,9 @@ class ReadOnlyJournal(BaseJournalBackend):
                         return
                     if number >= log_number_from:
                         yield json.loads(line)
-        except (OSError, ValueError) as err:
+        except ValueError as err:  # each line is one JSON document: name the line, not the column in it
+            raise StudyError(f"{self._path}: cannot read the journal (line {number + 1}: {err})") from None
+        except OSError as err:
             raise StudyError(f"{self._path}: cannot read the journal ({err})") from None
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
@@ -156,5 +159,7 @@ def open_journal(path: Path, writable: bool) -> Any:
         return JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
     except OSError as err:
         raise StudyError(f"{path}: cannot open the journal for writing ({err.strerror or err})") from None
+    except json.JSONDecodeError as err:  # optuna parses line by line: its "line 1" is not the file's
+        raise StudyError(f"{path}: cannot read the journal (a line is not JSON: {err.msg})") from None
     except ValueError as err:
         raise StudyError(f"{path}: cannot read the journal ({err})") from None
