@@ -24,6 +24,7 @@ Importing this module is cheap: torch loads inside :func:`evaluate`.
 from __future__ import annotations
 
 import functools
+import json
 import math
 import platform
 from collections.abc import Callable, Mapping, Sequence
@@ -567,6 +568,33 @@ def _failed(
     )
 
 
+# A step's FLOP account depends only on the model's structure and the task's settings, and
+# counting it (a forward and backward under FlopCounterMode) costs as much as a short rung's
+# training: a search's many trainings of one structure (seeds, ladders, confirmations) count once.
+_ACCOUNTS: dict[tuple[Any, ...], FlopAccount] = {}
+_ACCOUNTS_KEPT = 512
+
+
+def _account_key(task_obj: Any, model: Any, made: list[Any], dev: Any, autocast: bool) -> tuple[Any, ...] | None:
+    """What a step's FLOP count depends on: the task's settings, every module's type, path and shapes."""
+    describe = getattr(task_obj, "describe", None)
+    settings = describe() if callable(describe) else getattr(task_obj, "options", None)
+    if settings is None:
+        return None  # a task that does not say its settings cannot be told apart from another
+    try:
+        text = json.dumps(settings, sort_keys=True)
+    except (TypeError, ValueError):
+        return None
+    structured = {id(m) for m in made}
+    modules = tuple(
+        (name, type(m).__qualname__, str(getattr(m, "path", "")), id(m) in structured)
+        for name, m in model.named_modules()
+    )
+    params = tuple((name, tuple(p.shape), p.requires_grad) for name, p in model.named_parameters())
+    task_kind = f"{type(task_obj).__module__}.{type(task_obj).__qualname__}"
+    return task_kind, text, modules, params, str(dev), autocast
+
+
 class _Setup:
     """What every seed of one (structure, task, width, budget) shares: counts, steps, precision."""
 
@@ -577,14 +605,22 @@ class _Setup:
         self.use_autocast = dev.type == "cuda"
         self.dtype = "bfloat16-autocast" if self.use_autocast else "float32"
         self.made = made
-        # One measurement batch from its own generator, so the training stream is untouched.
-        measure_batch = next(training_stream(task_obj, seed + 7919, dev))
+        key = _account_key(task_obj, model, made, dev, self.use_autocast)
+        account = _ACCOUNTS.get(key) if key is not None else None
+        if account is None:
+            # One measurement batch from its own generator, so the training stream is untouched.
+            measure_batch = next(training_stream(task_obj, seed + 7919, dev))
 
-        def measured_loss() -> Any:
-            with self.autocast():
-                return task_obj.loss(model, measure_batch)
+            def measured_loss() -> Any:
+                with self.autocast():
+                    return task_obj.loss(model, measure_batch)
 
-        self.account = count_step_flops(model, measured_loss, {id(m) for m in made})
+            account = count_step_flops(model, measured_loss, {id(m) for m in made})
+            if key is not None:
+                _ACCOUNTS[key] = account
+                while len(_ACCOUNTS) > _ACCOUNTS_KEPT:
+                    del _ACCOUNTS[next(iter(_ACCOUNTS))]
+        self.account = account
         self.planned = steps if steps is not None else steps_for_budget(budget, self.account.flops_per_step)
         vectors = max((layer.vectors_per_step for layer in self.account.layers), default=0)
         self.macs = self.account.linear_macs_per_step // vectors if vectors else 0

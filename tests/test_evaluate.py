@@ -295,3 +295,32 @@ def test_threads_are_set_for_the_call_and_restored():
     assert r.status == "ok" and torch.get_num_threads() == before
     with pytest.raises(TaskError, match="threads"):
         run(steps=1, threads=0)
+
+
+def test_step_counts_teacher_and_validation_are_made_once_and_change_nothing(monkeypatch):
+    import importlib
+
+    import structsearch.evaluation as evaluation
+
+    mlp = importlib.import_module("structsearch.tasks.mlp_regression")  # the package exports a function of that name
+    evaluation._ACCOUNTS.clear()
+    mlp._VALIDATION.clear()
+    mlp._teacher.cache_clear()
+    counted = []
+    real_count = evaluation.count_step_flops
+    monkeypatch.setattr(evaluation, "count_step_flops", lambda *a, **k: counted.append(1) or real_count(*a, **k))
+    first = evaluate("btt", "mlp-regression", budget=2e7, width=16, task_options=MLP)
+    again = evaluate("btt", "mlp-regression", budget=2e7, width=16, task_options=MLP)
+    assert len(counted) == 1 and mlp._teacher.cache_info().currsize == 1 and len(mlp._VALIDATION) == 1
+    assert again.flops == first.flops and _losses(again) == _losses(first)  # bit-identical
+    other_batch = evaluate("btt", "mlp-regression", budget=2e7, width=16, task_options={**MLP, "batch_size": 64})
+    assert len(counted) == 2 and other_batch.flops.flops_per_step == 2 * first.flops.flops_per_step
+    evaluation._ACCOUNTS.clear()
+    mlp._VALIDATION.clear()
+    mlp._teacher.cache_clear()
+    fresh = evaluate("btt", "mlp-regression", budget=2e7, width=16, task_options=MLP)
+    assert fresh.flops == first.flops and _losses(fresh) == _losses(first)
+
+
+def _losses(result: EvalResult) -> list[tuple]:
+    return [(p.step, p.train_flops, p.val_loss, p.train_loss) for p in result.curve]

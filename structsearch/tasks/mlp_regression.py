@@ -74,30 +74,17 @@ class MLPRegression(Task):
         }
         self.input_dim, self.output_dim, self.depth = input_dim, output_dim, depth
         self.batch_size, self.val_size = batch_size, val_size
-        self._teacher: Any = None
         self._on_device: dict[str, Any] = {}
-        self._val: dict[str, Any] = {}
 
     # -- the teacher ------------------------------------------------------------------
-    def _build_teacher(self) -> Any:
-        import torch
-
+    def _teacher_key(self) -> tuple[int, ...]:
         o = self.options
-        g = torch.Generator().manual_seed(o["teacher_seed"])
-        dims = [o["input_dim"]] + [o["teacher_width"]] * o["teacher_depth"] + [o["output_dim"]]
-        # weights[i]: (fan_out, fan_in), He init so activations keep their scale through ReLUs
-        weights = [torch.randn(b, a, generator=g) * (2.0 / a) ** 0.5 for a, b in itertools.pairwise(dims)]
-        x = torch.randn(16384, o["input_dim"], generator=g)
-        raw = _teacher_forward(weights, x)
-        mean, std = raw.mean(0), raw.std(0).clamp_min(1e-8)
-        return weights, mean, std
+        return o["input_dim"], o["output_dim"], o["teacher_width"], o["teacher_depth"], o["teacher_seed"]
 
     def _teacher_on(self, device: Any) -> tuple[list[Any], Any, Any]:
-        if self._teacher is None:
-            self._teacher = self._build_teacher()
         key = str(device)
         if key not in self._on_device:
-            weights, mean, std = self._teacher
+            weights, mean, std = _teacher(*self._teacher_key())
             self._on_device[key] = ([w.to(device) for w in weights], mean.to(device), std.to(device))
         return self._on_device[key]
 
@@ -127,16 +114,41 @@ class MLPRegression(Task):
         return (model(x).float() - y).pow(2).mean()
 
     def validation_batches(self, device: Any) -> list[Any]:
+        key = (*self._teacher_key(), self.val_size, str(device))
+        if key not in _VALIDATION:  # made once per process for these settings: every training scores on it
+            _VALIDATION[key] = self._make_validation(device)
+            while len(_VALIDATION) > _KEEP:
+                del _VALIDATION[next(iter(_VALIDATION))]
+        return list(_VALIDATION[key])
+
+    def _make_validation(self, device: Any) -> list[Any]:
         import torch
 
-        key = str(device)
-        if key not in self._val:
-            g = torch.Generator().manual_seed(self.options["teacher_seed"] + 1_000_003)
-            x = torch.randn(self.val_size, self.input_dim, generator=g).to(device)
-            with torch.no_grad():
-                y = self.targets(x)
-            self._val[key] = [(x[i : i + 1024], y[i : i + 1024]) for i in range(0, self.val_size, 1024)]
-        return self._val[key]
+        g = torch.Generator().manual_seed(self.options["teacher_seed"] + 1_000_003)
+        x = torch.randn(self.val_size, self.input_dim, generator=g).to(device)
+        with torch.no_grad():
+            y = self.targets(x)
+        return [(x[i : i + 1024], y[i : i + 1024]) for i in range(0, self.val_size, 1024)]
+
+
+# A search builds a task object per training; the teacher and the validation set depend only on
+# the options, so each is made once per process (bit-identical: the same seeded computation).
+_KEEP = 8
+_VALIDATION: dict[tuple[Any, ...], list[Any]] = {}
+
+
+@functools.lru_cache(maxsize=_KEEP)
+def _teacher(input_dim: int, output_dim: int, width: int, depth: int, seed: int) -> tuple[list[Any], Any, Any]:
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    dims = [input_dim] + [width] * depth + [output_dim]
+    # weights[i]: (fan_out, fan_in), He init so activations keep their scale through ReLUs
+    weights = [torch.randn(b, a, generator=g) * (2.0 / a) ** 0.5 for a, b in itertools.pairwise(dims)]
+    x = torch.randn(16384, input_dim, generator=g)
+    raw = _teacher_forward(weights, x)
+    mean, std = raw.mean(0), raw.std(0).clamp_min(1e-8)
+    return weights, mean, std
 
 
 def _teacher_forward(weights: list[Any], x: Any) -> Any:
