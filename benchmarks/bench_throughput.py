@@ -180,7 +180,13 @@ def compile_cost() -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", nargs="*", default=["peak", "achieved", "overhead", "seeds"])
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        choices=["peak", "achieved", "overhead", "seeds", "compile"],
+        default=["peak", "achieved", "overhead", "seeds"],
+        help="sections to run (default: all but compile)",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=None, help="write the tables to this markdown file")
     args = parser.parse_args()

@@ -223,5 +223,8 @@ def write_markdown(out: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
+    import argparse
+
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     main()
     print((RESULTS / "vs_handpicked.md").read_text())

@@ -14,10 +14,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from structsearch.spec import FILE_FORMAT, FILE_VERSION
+
 __all__ = ["FORMAT", "VERSION", "export", "export_document"]
 
-FORMAT = "structsearch.specs"
-VERSION = 1  # EinsumLinear.from_spec refuses documents of a later version
+FORMAT, VERSION = FILE_FORMAT, FILE_VERSION  # EinsumLinear.from_spec refuses documents of a later version
 
 
 def export_document(

@@ -29,6 +29,8 @@ from structsearch.errors import SpecError
 
 __all__ = [
     "CLASSES",
+    "FILE_FORMAT",
+    "FILE_VERSION",
     "INPUT_CLASSES",
     "OUTPUT_CLASSES",
     "SUM_TOLERANCE",
@@ -45,6 +47,9 @@ CLASSES: tuple[str, ...] = ("alpha", "beta", "gamma", "delta", "epsilon", "phi",
 INPUT_CLASSES: tuple[str, ...] = ("alpha", "beta", "gamma")
 OUTPUT_CLASSES: tuple[str, ...] = ("delta", "epsilon", "phi")
 SUM_TOLERANCE = 1e-6
+# The header of a spec file (what `structsearch export` writes and EinsumLinear.from_spec reads).
+FILE_FORMAT = "structsearch.specs"
+FILE_VERSION = 1
 
 
 def as_fraction(value: float, max_denominator: int = 1000) -> Fraction:

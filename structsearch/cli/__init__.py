@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -63,8 +64,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser([first] if first in COMMANDS else None)
     args = parser.parse_args(argv)
     args.argv = argv  # what `search --workers N` starts its other workers with
+    if not sys.stdout.isatty() and "COLUMNS" not in os.environ:
+        os.environ["COLUMNS"] = "200"  # rich's 80 columns would cut thetas in logs and pipes
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:  # `structsearch ... | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except StructSearchError as err:
         message = " ".join(str(err).splitlines())  # one line, whatever the input held
         print(f"structsearch {args.command}: error: {message}", file=sys.stderr)

@@ -51,7 +51,7 @@ def add_task_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--task",
         default="mlp-regression",
-        help="mlp-regression (default), char-lm, or a plugin package.module:function",
+        help="mlp-regression (default), char-lm, mlp-regression-moe, char-lm-moe, or a plugin package.module:function",
     )
     parser.add_argument(
         "--option",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
 
 from structsearch.cli._common import emit, positive_int
 
@@ -18,9 +19,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "report",
         help="best trials, Spearman correlations of omega/psi/nu with loss, plots",
-        description="Report on a stored study: a table of the best trials, the Spearman correlation of omega, psi "
-        "and nu with the loss, and PNG plots (loss vs training FLOPs with the Pareto front; the omega-psi plane "
-        "coloured by loss) written to runs/<study>/. Reads what the study stored; recomputes nothing.",
+        description=textwrap.fill(
+            "Report on a stored study: a table of the best trials by their score (headed by what the "
+            "score is, e.g. the predicted loss at the target compute), dense and BTT as reference rows, the "
+            "confirmation stage's means, 95% intervals and paired tests, failed or diverged trials with their "
+            "reasons, the Spearman correlation of omega, psi and nu with the score, and PNG plots written to "
+            "runs/<study>/ (score vs training FLOPs with the Pareto front; the omega-psi plane coloured by score; "
+            "each trained candidate's frontier points and fitted line). Reads what the study stored; "
+            "recomputes nothing.",
+            width=90,
+        ),
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

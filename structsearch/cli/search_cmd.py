@@ -42,7 +42,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="NAME_OR_FILE",
         help="a shipped space name or a YAML file (default steered-default)",
     )
-    parser.add_argument("--task", default="mlp-regression", help="mlp-regression, char-lm or package.module:function")
+    parser.add_argument(
+        "--task",
+        default="mlp-regression",
+        help="mlp-regression (default), char-lm, mlp-regression-moe, char-lm-moe or package.module:function",
+    )
     parser.add_argument(
         "--budget",
         type=flops,

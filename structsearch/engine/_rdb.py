@@ -168,5 +168,8 @@ def open_rdb(
         except ImportError as err:
             raise StudyError(f"storage {shown}: no database driver ({_first_line(err.__cause__ or err)})") from None
         except Exception as err:  # sqlalchemy and the drivers raise many kinds; report one line
+            cause = err.__cause__ or err.__context__  # optuna wraps the driver's error in StorageInternalError
+            if not writable and cause is not None and any(m in str(cause) for m in ("no such table", "does not exist")):
+                raise StudyError(f"storage {shown}: holds no Optuna study tables ({_first_line(cause)})") from None
             raise StudyError(f"storage {shown}: cannot open ({type(err).__name__}: {_first_line(err)})") from None
     raise AssertionError("unreachable")  # pragma: no cover

@@ -19,7 +19,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from structsearch.errors import SpecError
-from structsearch.exporting import FORMAT, VERSION
 from structsearch.layers._fast_paths import (
     PATHS,
     broadcast_contract,
@@ -32,7 +31,7 @@ from structsearch.layers._fast_paths import (
 )
 from structsearch.layers._init import CoreInfo, init_core_
 from structsearch.sizes import MAX_PADDING, check_layer_sizes
-from structsearch.spec import CLASSES, Spec, parse_spec
+from structsearch.spec import CLASSES, FILE_FORMAT, FILE_VERSION, Spec, parse_spec
 from structsearch.taxonomy import Taxonomy, analyze
 
 __all__ = ["EinsumLinear", "load_spec"]
@@ -45,11 +44,11 @@ SpecLike = Spec | str | Mapping[str, Any] | os.PathLike
 def _spec_from_document(doc: Any, where: str, index: int) -> Spec:
     """A bare theta object, or an export document with a "specs" list of {"theta": ...} entries."""
     if isinstance(doc, Mapping) and "specs" in doc:
-        if doc.get("format", FORMAT) != FORMAT:
-            raise SpecError(f"{where}: format {doc.get('format')!r} is not {FORMAT!r}")
+        if doc.get("format", FILE_FORMAT) != FILE_FORMAT:
+            raise SpecError(f"{where}: format {doc.get('format')!r} is not {FILE_FORMAT!r}")
         version = doc.get("version", 1)
-        if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= VERSION:
-            raise SpecError(f"{where}: version {version!r} is not one this structsearch reads (1-{VERSION})")
+        if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= FILE_VERSION:
+            raise SpecError(f"{where}: version {version!r} is not one this structsearch reads (1-{FILE_VERSION})")
         specs = doc["specs"]
         if not isinstance(specs, list) or not specs:
             raise SpecError(f"{where}: 'specs' must be a non-empty list")
