@@ -66,6 +66,9 @@ def test_search_report_export_json(work):
     doc = json.loads((work / "best.json").read_text())
     assert len(doc["specs"]) == 2 and doc["specs"][0]["provenance"]["study"] == "c"
     assert "exported 2 spec(s)" in exp.stdout
+    many = cli("export", "c", "--top", "100", "-o", "all.json", cwd=work)
+    trained = len(json.loads((work / "all.json").read_text())["specs"])
+    assert trained < 100 and f"(asked for 100: the study has {trained} trained)" in " ".join(many.stdout.split())
 
 
 def test_search_table_and_resume(work):

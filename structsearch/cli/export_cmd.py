@@ -47,8 +47,12 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from rich.table import Table
 
-    table = Table(title=f"exported {len(doc['specs'])} spec(s) from {args.study} to {doc['path']}")
-    for col in ("rank", "theta", "name", "loss", "trial"):
+    shown = len(doc["specs"])
+    title = f"exported {shown} spec(s) from {args.study} to {doc['path']}"
+    if shown < args.top:
+        title += f" (asked for {args.top}: the study has {shown} trained)"
+    table = Table(title=title)
+    for col in ("rank", "theta", "name", "score", "trial"):
         table.add_column(col)
     for s in doc["specs"]:
         table.add_row(
