@@ -76,9 +76,31 @@ def check_layer_sizes(d_in: object, d_out: object) -> tuple[int, int]:
     return int(d_in), int(d_out)  # type: ignore[call-overload]
 
 
+# Relabelling the cores (alpha <-> beta with delta <-> epsilon, taxonomy.md 3) gives the same
+# operator family; a tie between the swapped classes is broken by their partners on the other
+# side, so that a theta and its relabelled equivalent get swapped sizes, not merely similar ones.
+_PARTNER = {"alpha": "delta", "beta": "epsilon", "delta": "alpha", "epsilon": "beta"}
+
+
+def _absorber(names: tuple[str, ...], spec: Spec) -> str:
+    """The class of one side that absorbs its remainder: the largest exponent.
+
+    Ties go to the first in class order, except a tie of the two swapped classes (alpha and
+    beta, or delta and epsilon), which goes to the one whose partner on the other side has the
+    larger exponent (the first on a tie there too, where the relabelling leaves theta as it is).
+    """
+    top = max(getattr(spec, n) for n in names)
+    tied = [n for n in names if getattr(spec, n) == top]
+    swapped = [n for n in tied if n in _PARTNER]
+    if len(swapped) == 2:
+        first, second = swapped
+        return second if getattr(spec, _PARTNER[second]) > getattr(spec, _PARTNER[first]) else first
+    return tied[0]
+
+
 def _cover(sizes: dict[str, int], names: tuple[str, ...], spec: Spec, target: int) -> None:
     """Let the class with the largest exponent absorb the remainder of the side."""
-    largest = max(names, key=lambda n: getattr(spec, n))  # ties: the first in class order
+    largest = _absorber(names, spec)
     others = math.prod(sizes[n] for n in names if n != largest)
     sizes[largest] = max(1, -(-target // others))
 

@@ -450,11 +450,14 @@ def _batch_sizes(columns: list[np.ndarray], d_in: int, d_out: int) -> list[np.nd
         np.maximum(1, np.rint(np.exp(t * np.log(base)))).astype(np.int64)
         for t, base in zip(columns, bases, strict=True)
     ]
-    for side, target in ((slice(0, 3), d_in), (slice(3, 6), d_out)):
+    for side, target, partners in ((slice(0, 3), d_in, columns[3:5]), (slice(3, 6), d_out, columns[0:2])):
         t, n = columns[side], sizes[side]
-        # the class with the largest exponent absorbs the remainder (ties: the first)
+        # the class with the largest exponent absorbs the remainder; ties as in sizes._absorber:
+        # the first in class order, but a tie of the first two goes by their partners' exponents
         first = (t[0] >= t[1]) & (t[0] >= t[2])
         second = ~first & (t[1] >= t[2])
+        second |= first & (t[0] == t[1]) & (partners[1] > partners[0])
+        first &= ~second
         third = ~first & ~second
         for k, (mine, others) in enumerate(((first, n[1] * n[2]), (second, n[0] * n[2]), (third, n[0] * n[1]))):
             n[k] = np.where(mine, np.maximum(1, -(-target // others)), n[k])

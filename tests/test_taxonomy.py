@@ -209,3 +209,46 @@ def test_batch_path_flags_invalid_rows():
 def test_bad_sizes_are_refused(bad):
     with pytest.raises(SizeError, match="d_in"):
         analyze("btt", bad, 64)
+
+
+def test_a_relabelled_theta_gets_exactly_swapped_sizes_and_equal_counts():
+    """Rounding ties between alpha and beta (or delta and epsilon) follow the relabelling, found by an audit:
+    (1/6|5/6|0|1/3|1/3|1/3|1/6) at 100 had 2580 parameters against its equivalent's 2100."""
+    import itertools
+
+    import numpy as np
+
+    from structsearch.sizes import class_sizes
+    from structsearch.spec import Spec
+    from structsearch.taxonomy import batch_taxonomy
+
+    swap = {"alpha": "beta", "beta": "alpha", "delta": "epsilon", "epsilon": "delta"}
+    thetas = []
+    for a, b, d, e, r in itertools.product(range(13), range(13), range(13), range(13), (0, 2, 4)):
+        if a + b <= 12 and d + e <= 12 and (a == b or d == e):  # the ties where the rule matters
+            thetas.append(
+                Spec(
+                    alpha=a / 12,
+                    beta=b / 12,
+                    gamma=(12 - a - b) / 12,
+                    delta=d / 12,
+                    epsilon=e / 12,
+                    phi=(12 - d - e) / 12,
+                    rho=r / 12,
+                )
+            )
+    checked = 0
+    for size in (64, 100, 256, 1000):
+        rows = np.array([[float(getattr(s, c)) for c in CLASSES] for s in thetas])
+        batch = batch_taxonomy(rows, size, size)["sizes"]
+        for spec, row in zip(thetas, batch, strict=True):
+            mine = class_sizes(spec, size, size, max_padding=None).as_dict
+            assert [mine[c] for c in CLASSES] == row.tolist()  # the batch path agrees
+            if spec.relabelled().paper == spec.paper:
+                continue  # the relabelling leaves theta as it is: nothing to swap
+            theirs = class_sizes(spec.relabelled(), size, size, max_padding=None).as_dict
+            assert theirs == {swap.get(c, c): n for c, n in mine.items()}, (spec.paper, size)
+            checked += 1
+    assert checked > 4000
+    a, b = analyze("(1/6|5/6|0|1/3|1/3|1/3|1/6)", 100, 100), analyze("(5/6|1/6|0|1/3|1/3|1/3|1/6)", 100, 100)
+    assert a.params == b.params == 2100
