@@ -64,8 +64,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser([first] if first in COMMANDS else None)
     args = parser.parse_args(argv)
     args.argv = argv  # what `search --workers N` starts its other workers with
-    if not sys.stdout.isatty() and "COLUMNS" not in os.environ:
-        os.environ["COLUMNS"] = "200"  # rich's 80 columns would cut thetas in logs and pipes
     try:
         return int(args.func(args) or 0)
     except BrokenPipeError:  # `structsearch ... | head`: the reader left; say nothing more

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from structsearch.cli._common import seed_value
+from structsearch.cli._common import seed_value, stdout_console
 from structsearch.errors import TaskError
 
 __all__ = ["parse_options", "register", "run"]
@@ -161,7 +161,6 @@ def _run_proxy(args: argparse.Namespace, options: dict[str, Any]) -> int:
     if args.json:
         print(json.dumps(r.to_dict()))
     else:
-        from rich.console import Console
         from rich.table import Table
 
         table = Table(title=f"proxy score of {r.spec}" + (f"  [bold]{r.structure}[/]" if r.structure else ""))
@@ -177,7 +176,7 @@ def _run_proxy(args: argparse.Namespace, options: dict[str, Any]) -> int:
         table.add_row("exponent b", f"{r.exponent:.4f}" if r.exponent is not None else "-")
         table.add_row("width / params / MACs", f"{r.width} / {r.params:,} / {r.macs:,}")
         table.add_row("achieved", f"{r.flops_per_second / 1e9:.3g} GFLOP/s (data {r.data_seconds:.1f} s apart)")
-        Console().print(table)
+        stdout_console().print(table)
     return 0 if r.status != "failed" else 1
 
 
@@ -195,7 +194,6 @@ def _run_seeds(args: argparse.Namespace, options: dict[str, Any]) -> int:
     if args.json:
         print(json.dumps(r.to_dict()))
     else:
-        from rich.console import Console
         from rich.table import Table
 
         how = "one vectorised run" if r.batched else "one by one"
@@ -207,8 +205,8 @@ def _run_seeds(args: argparse.Namespace, options: dict[str, Any]) -> int:
             table.add_row(str(run.seed), score, run.status, str(run.steps), f"{run.flops_per_second / 1e9:.2f}")
         mean = f"{r.mean_score:.5g}" if r.mean_score is not None else "-"
         spread = f" ± {r.std_score:.2g}" if r.std_score is not None else ""
-        Console().print(table)
-        Console().print(f"mean {r.metric} {mean}{spread}; {r.wall_seconds:.1f} s of training for all seeds")
+        stdout_console().print(table)
+        stdout_console().print(f"mean {r.metric} {mean}{spread}; {r.wall_seconds:.1f} s of training for all seeds")
     return 0 if r.status != "failed" else 1
 
 
@@ -238,10 +236,9 @@ def _progress(quiet: bool) -> tuple[Any, Any]:
 
 
 def _render(r: Any) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = stdout_console()
     colour = {"ok": "green", "diverged": "red", "failed": "red"}[r.status]
     title = (
         f"{r.spec}"

@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from structsearch.cli._common import stdout_console
 from structsearch.cli.evaluate_cmd import add_task_arguments, parse_options
 
 __all__ = ["register", "run"]
@@ -108,10 +109,9 @@ def _measured(row: Any) -> str:
 
 
 def _render(result: Any) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = stdout_console()
     target = f"{result.target_loss:.4g}" if result.target_loss is not None else "-"
     table = Table(
         title=f"{result.task}: widths {result.widths}, budgets {[f'{b:.2g}' for b in result.budgets]}, "

@@ -55,10 +55,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _render(t, symbolic: dict[str, str] | None) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from structsearch.cli._common import stdout_console
+
+    console = stdout_console()
     title = f"{t.spec.paper}" + (f"  [bold]{t.name}[/]" if t.name else "") + f"  at {t.d_in} -> {t.d_out}"
     table = Table(title=title, show_header=True, header_style="bold")
     table.add_column("quantity")
