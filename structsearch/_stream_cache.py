@@ -17,7 +17,6 @@ on to new seeds (or a new task) records them instead of replaying a stale one fo
 from __future__ import annotations
 
 import itertools
-import json
 import os
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -76,14 +75,12 @@ def _fresh(task: Any, seed: int, device: Any) -> Iterator[Any]:
 
 
 def _key(task: Any, seed: int, device: Any) -> tuple[Any, ...] | None:
-    describe = getattr(task, "describe", None)
-    settings = describe() if callable(describe) else getattr(task, "options", None)
-    try:
-        text = json.dumps(settings, sort_keys=True)
-    except (TypeError, ValueError):
+    from structsearch.tasks._protocol import settings_key
+
+    settings = settings_key(task)
+    if settings is None:
         return None  # settings that do not serialise cannot tell two tasks apart
-    kind = f"{type(task).__module__}.{type(task).__qualname__}"
-    return kind, text, getattr(task, "data_block", None), int(seed), str(device)
+    return *settings, getattr(task, "data_block", None), int(seed), str(device)
 
 
 def _nbytes(batch: Any) -> int:

@@ -24,7 +24,6 @@ Importing this module is cheap: torch loads inside :func:`evaluate`.
 from __future__ import annotations
 
 import functools
-import json
 import math
 import platform
 from collections.abc import Callable, Mapping, Sequence
@@ -317,9 +316,8 @@ def flops_per_step(spec: str | Spec, task: Any = "mlp-regression", width: int | 
     cpu = torch.device("cpu")
     with torch.random.fork_rng(devices=[]):
         model, made = _build(spec, task_obj, width, 0, cpu)
-        batch = next(iter(task_obj.train_batches(torch.Generator().manual_seed(7919), cpu)))
-        account = count_step_flops(model, lambda: task_obj.loss(model, batch), {id(m) for m in made})
-    return float(account.flops_per_step)
+        setup = _Setup(task_obj, model, made, 0, cpu, budget=1.0, steps=1)  # counts as a training would
+    return float(setup.account.flops_per_step)
 
 
 def count_step_flops(model: Any, loss_fn: Callable[[], Any], structured: set[int] | None = None) -> FlopAccount:
@@ -577,22 +575,18 @@ _ACCOUNTS_KEPT = 512
 
 def _account_key(task_obj: Any, model: Any, made: list[Any], dev: Any, autocast: bool) -> tuple[Any, ...] | None:
     """What a step's FLOP count depends on: the task's settings, every module's type, path and shapes."""
-    describe = getattr(task_obj, "describe", None)
-    settings = describe() if callable(describe) else getattr(task_obj, "options", None)
-    if settings is None:
+    from structsearch.tasks._protocol import settings_key
+
+    settings = settings_key(task_obj)
+    if settings is None or settings[1] == "null":
         return None  # a task that does not say its settings cannot be told apart from another
-    try:
-        text = json.dumps(settings, sort_keys=True)
-    except (TypeError, ValueError):
-        return None
     structured = {id(m) for m in made}
     modules = tuple(
         (name, type(m).__qualname__, str(getattr(m, "path", "")), id(m) in structured)
         for name, m in model.named_modules()
     )
     params = tuple((name, tuple(p.shape), p.requires_grad) for name, p in model.named_parameters())
-    task_kind = f"{type(task_obj).__module__}.{type(task_obj).__qualname__}"
-    return task_kind, text, modules, params, str(dev), autocast
+    return *settings, modules, params, str(dev), autocast
 
 
 class _Setup:

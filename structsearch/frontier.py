@@ -110,6 +110,15 @@ class Ladder(BaseModel):
             for f in self.fractions
         ]
 
+    def plan_for(self, budget: float, task_obj: Any) -> list[tuple[int, float]]:
+        """:meth:`plan` on ``task_obj``'s compute-optimal path (its default width, budget and width multiple)."""
+        return self.plan(
+            budget,
+            default_width=int(task_obj.default_width),
+            task_budget=float(task_obj.budget),
+            width_multiple=int(getattr(task_obj, "width_multiple", 8)),
+        )
+
     def progress_steps(self) -> list[int]:
         """Percent of the budget spent after each rung: the step a rung's loss is reported at.
 
@@ -370,12 +379,7 @@ def frontier_score(
     target = TARGET_MULTIPLE * budget if target_flops is None else target_flops
     if isinstance(target, bool) or not isinstance(target, (int, float)) or not math.isfinite(target) or target <= 0:
         raise TaskError(f"target_flops: expected a positive number of FLOPs, got {target_flops!r}")
-    plan = ladder.plan(
-        budget,
-        default_width=int(task_obj.default_width),
-        task_budget=float(task_obj.budget),
-        width_multiple=int(getattr(task_obj, "width_multiple", 8)),
-    )
+    plan = ladder.plan_for(budget, task_obj)
     rungs: list[Rung] = []
     pruned = False
     steps = ladder.progress_steps()

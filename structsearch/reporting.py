@@ -255,12 +255,11 @@ def _scoring(config: dict[str, Any]) -> str:
     from structsearch.engine._scorers import study_target_flops
 
     width = config.get("width")
-    if not str(config.get("evaluator", "")).endswith(":frontier_score"):
+    target = study_target_flops(config)  # None unless the study is frontier-scored
+    if target is None:
         return f"width {width}"
-    target = study_target_flops(config)
-    at = f"{target:.3g} FLOPs" if target is not None else "its target"
     # the ladder chooses the training widths; the search width only sizes the params and MACs columns
-    return f"frontier scoring at {at} (params and MACs at width {width})"
+    return f"frontier scoring at {target:.3g} FLOPs (params and MACs at width {width})"
 
 
 def _throughput(rows: list[dict[str, Any]]) -> str:

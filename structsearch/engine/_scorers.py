@@ -123,12 +123,7 @@ def check_budget_buys_a_step(
     task_obj = get_task(task)
     total = float(task_obj.budget) if budget is None else float(budget)
     if isinstance(fn, FrontierScorer):
-        width, largest = fn.ladder.plan(
-            total,
-            default_width=int(task_obj.default_width),
-            task_budget=float(task_obj.budget),
-            width_multiple=int(getattr(task_obj, "width_multiple", 8)),
-        )[-1]
+        width, largest = fn.ladder.plan_for(total, task_obj)[-1]
         where = f"the ladder's largest rung ({largest:.3g} FLOPs, dense at width {width})"
     else:
         largest = 0.75 * total if evaluator == "proxy" else total  # the proxy's larger run is 3/4 of it
@@ -160,15 +155,9 @@ def study_target_flops(config: dict[str, Any]) -> float | None:
     if config.get("target_flops") is not None:
         return float(config["target_flops"])
     from structsearch.frontier import TARGET_MULTIPLE
-    from structsearch.tasks import get_task
 
-    budget = config.get("budget")
-    if budget is None:
-        try:
-            budget = float(get_task(str(config.get("task"))).budget)
-        except Exception:  # a plugin task not importable here: the target cannot be named
-            return None
-    return TARGET_MULTIPLE * float(budget)
+    budget = config.get("budget")  # search() stores it resolved (the task's when not given)
+    return TARGET_MULTIPLE * float(budget) if isinstance(budget, (int, float)) else None
 
 
 def _check_signature(fn: EvaluateFn, name: str) -> EvaluateFn:

@@ -25,6 +25,7 @@ __all__ = [
     "check_task",
     "get_task",
     "register_task",
+    "settings_key",
     "task_names",
 ]
 
@@ -133,6 +134,23 @@ def _load_builtins() -> None:
     # The built-in task modules register themselves on import; they import torch lazily.
     importlib.import_module("structsearch.tasks.mlp_regression")
     importlib.import_module("structsearch.tasks.char_lm")
+
+
+def settings_key(task: Any) -> tuple[str, str] | None:
+    """(class path, settings as sorted JSON): what tells two task objects apart, for per-process caches.
+
+    The settings are ``describe()`` where the task has it, else its ``options`` (``"null"`` when it
+    has neither); ``None`` when they do not serialise, so that no cache can confuse two tasks.
+    """
+    import json
+
+    describe = getattr(task, "describe", None)
+    settings = describe() if callable(describe) else getattr(task, "options", None)
+    try:
+        text = json.dumps(settings, sort_keys=True)
+    except (TypeError, ValueError):
+        return None
+    return f"{type(task).__module__}.{type(task).__qualname__}", text
 
 
 def check_task(task: Any, where: str = "task") -> Any:
