@@ -6,11 +6,15 @@ spends ``--budget`` FLOPs per structure (``target / budget`` >= 30); the table g
 Spearman rank correlation with the ground truth, side by side:
 
 - ``frontier:<name>``: :func:`structsearch.frontier.frontier_score` with the ladders of
-  ``LADDERS`` (the search's default is ``iso-flop``), predicting the loss at the target;
+  ``LADDERS`` (the search's default is ``iso-flop``), predicting the loss at the target with
+  the default slope rule (the fitted exponent scaled by the structure's parameter growth past
+  the last rung); ``frontier:<name>/fitted slope`` reads the same rungs with the exponent as
+  fitted (the rule before);
 - ``proxy@W``: today's fixed-width two-run proxy (:func:`structsearch.evaluation.proxy`) at width W;
 - ``final@W``: one run's final loss at width W.
 
 Trainings are cached in the ground truth's JSONL (same key), so reruns only fit and rank.
+``--structures held-out`` scores the structures added after the slope rule was chosen.
 
     python benchmarks/frontier_fidelity.py --target 1e11 --budget 3e9
 """
@@ -27,12 +31,12 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 from _machine import cpu_name
-from frontier_truth import STRUCTURES, cache_key, load_cache, result_row
+from frontier_truth import STRUCTURE_SETS, STRUCTURES, cache_key, load_cache, result_row
 from scipy.stats import kendalltau, spearmanr
 
 import structsearch.evaluation as evaluation
 from structsearch.evaluation import extrapolate_loss
-from structsearch.frontier import DEFAULT_LADDER, Ladder, frontier_score
+from structsearch.frontier import DEFAULT_LADDER, DEFAULT_SLOPE_RULE, SLOPE_RULES, Ladder, frontier_score
 from structsearch.spec import parse_spec
 
 LADDERS = {
@@ -43,6 +47,7 @@ LADDERS = {
     "iso-flop-2-narrow": Ladder(rule="iso-flop", fractions=(0.25, 0.75), width_exponent=0.45),
     "iso-flop-3-narrow": Ladder(rule="iso-flop", fractions=(0.2, 0.3, 0.5), width_exponent=0.45),
 }
+DEFAULT_OUT = "benchmarks/results/frontier_fidelity"
 # the ladder structsearch.frontier.DEFAULT_LADDER is, chosen by this benchmark
 DEFAULT_LADDER_NAME = next(k for k, v in LADDERS.items() if v == DEFAULT_LADDER)
 _real_evaluate = evaluation.evaluate
@@ -76,14 +81,21 @@ def cached_evaluate(cache: dict, path: Path, task: str):
     return run
 
 
-def truth(cache: dict, task: str, target: float, widths: list[int], seeds: list[int] = (0,)) -> dict[str, dict]:
+def truth(
+    cache: dict,
+    task: str,
+    target: float,
+    widths: list[int],
+    seeds: list[int] = (0,),
+    structures: list[str] = STRUCTURES,
+) -> dict[str, dict]:
     """Each structure's frontier loss at ``target``: the minimum over ``widths`` of its mean over ``seeds``.
 
     A width counts where every seed trained it; a structure needs every width run with seed 0
     (frontier_truth.py runs extra seeds near each optimum only).
     """
     out = {}
-    for spec in STRUCTURES:
+    for spec in structures:
         paper = parse_spec(spec).paper
         if any(cache_key(task, paper, w, target, seeds[0]) not in cache for w in widths):
             continue
@@ -120,15 +132,19 @@ def main() -> None:
     )
     parser.add_argument("--truth-seeds", type=int, nargs="+", default=[0], help="ground truth: mean over these seeds")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--structures", choices=list(STRUCTURE_SETS), default="study", help="which structures (frontier_truth.py)"
+    )
     parser.add_argument("--cache", default="benchmarks/results/frontier_truth.jsonl")
-    parser.add_argument("--out", default="benchmarks/results/frontier_fidelity")
+    parser.add_argument("--out", default=DEFAULT_OUT)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     path = Path(args.cache)
     cache = load_cache(path)
     evaluation.evaluate = cached_evaluate(cache, path, args.task)  # frontier_score and proxy train through it
-    gt = truth(cache, args.task, args.target, args.widths, args.truth_seeds)
-    specs = [s for s in STRUCTURES if s in gt]
+    structures = STRUCTURE_SETS[args.structures]
+    gt = truth(cache, args.task, args.target, args.widths, args.truth_seeds, structures)
+    specs = [s for s in structures if s in gt]
     papers = [parse_spec(s).paper for s in specs]  # monarch is BTT's theta here: count each structure once
     specs = [s for i, s in enumerate(specs) if papers[i] not in papers[:i]]
     scorers = {f"frontier:{k}": k for k in LADDERS}
@@ -173,7 +189,21 @@ def main() -> None:
                 r = evaluation.evaluate(spec, args.task, budget=args.budget, width=arg)
                 row = {"score": r.final_loss, "flops": r.train_flops, "seconds": r.wall_seconds}
             table[name][spec] = row
-            if name.startswith("frontier:"):  # the same rungs read two other ways, for comparison
+            if name.startswith("frontier:"):  # the same rungs read other ways, for comparison
+                fitted = frontier_score(
+                    spec,
+                    args.task,
+                    args.budget,
+                    seed=args.score_seeds[0],
+                    target_flops=args.target,
+                    ladder=LADDERS[arg],
+                    slope_rule="fitted",
+                )
+                table.setdefault(f"{name}/fitted slope", {})[spec] = {
+                    **row,
+                    "score": fitted.score,
+                    "warnings": fitted.warnings,
+                }
                 last = r.rungs[-1].final_loss if r.rungs and r.rungs[-1].status == "ok" else None
                 table.setdefault(f"{name}/last-rung", {})[spec] = {**row, "score": last, "warnings": []}
                 near = r.fit.predict(3 * args.budget) if r.fit is not None else None
@@ -208,7 +238,9 @@ def main() -> None:
             "fallbacks": sum(bool(rows[s].get("warnings")) for s in specs),
         }
     lookahead = {
-        f"{b:.3g}": lookahead_row(specs, gt, args, b) for b in sorted({args.budget, *args.lookahead}, reverse=True)
+        f"{b:.3g} {rule}": lookahead_row(specs, gt, args, b, rule)
+        for b in sorted({args.budget, *args.lookahead}, reverse=True)
+        for rule in SLOPE_RULES
     }
     doc = {
         "task": args.task,
@@ -217,6 +249,7 @@ def main() -> None:
         "widths": args.widths,
         "truth_seeds": args.truth_seeds,
         "score_seeds": args.score_seeds,
+        "structures": args.structures,
         "truth_ceiling": truth_ceiling(gt, specs),
         "lookahead": lookahead,
         "truth": gt,
@@ -232,15 +265,20 @@ def main() -> None:
         print(f"{name:22s} Spearman {v['spearman']:.3f} (p={v['p']:.2g})")
 
 
-def lookahead_row(specs: list[str], gt: dict, args: argparse.Namespace, budget: float) -> dict:
+def lookahead_row(specs: list[str], gt: dict, args: argparse.Namespace, budget: float, rule: str) -> dict:
     """The default ladder's Spearman when each candidate spends ``budget`` (target / budget ahead)."""
     per_seed = {
-        seed: [frontier_score(s, args.task, budget, seed=seed, target_flops=args.target).score for s in specs]
+        seed: [
+            frontier_score(s, args.task, budget, seed=seed, target_flops=args.target, slope_rule=rule).score
+            for s in specs
+        ]
         for seed in args.score_seeds
     }
     truth_scores = [gt[s]["loss"] for s in specs]
     finite = {k: [math.inf if v is None else v for v in vs] for k, vs in per_seed.items()}
     row = {
+        "budget": budget,
+        "slope_rule": rule,
         "ratio": args.target / budget,
         "spearman_per_seed": {str(k): float(spearmanr(v, truth_scores)[0]) for k, v in finite.items()},
     }
@@ -315,13 +353,17 @@ def write_markdown(doc: dict, specs: list[str], path: Path, args: argparse.Names
     lines += _lookahead_lines(doc)
     seeds = " ".join(map(str, doc["score_seeds"]))
     truth_seeds = " ".join(map(str, doc["truth_seeds"]))
-    more = " ".join(f"{float(b):g}" for b in doc["lookahead"] if float(b) != doc["budget"])
+    more = " ".join(sorted({f"{r['budget']:g}" for r in doc["lookahead"].values() if r["budget"] != doc["budget"]}))
     lines += [
         "",
         f"Command: `python benchmarks/frontier_fidelity.py --target {doc['target']:g} --budget {doc['budget']:g} "
-        f"--score-seeds {seeds} --truth-seeds {truth_seeds}" + (f" --lookahead {more}" if more else "") + "`",
+        f"--score-seeds {seeds} --truth-seeds {truth_seeds}"
+        + (f" --lookahead {more}" if more else "")
+        + (f" --structures {doc['structures']}" if doc["structures"] != "study" else "")
+        + (f" --out {args.out}" if args.out != DEFAULT_OUT else "")
+        + "`",
         "",
-        "![fidelity](frontier_fidelity.png)",
+        f"![fidelity]({path.with_suffix('.png').name})",
     ]
     path.write_text("\n".join(lines) + "\n")
 
@@ -338,19 +380,23 @@ def _lookahead_lines(doc: dict) -> list[str]:
         "",
         f"The default ladder with each candidate spending less or more of the target {doc['target']:.3g} "
         "(same ground truth). `seed k`: the Spearman of one search's scores (training seed k); "
-        "`mean`: of the scores averaged over those seeds; `seed vs seed`: the Spearman between two seeds' "
-        "scores, the score's own rank stability.",
+        "`average`: of those Spearmans (what one search can expect); `mean`: the Spearman of the scores "
+        "averaged over those seeds; `seed vs seed`: the Spearman between two seeds' scores, the score's own "
+        "rank stability. `slope rule`: how the fitted exponent is carried past the last rung "
+        "(structsearch.frontier).",
         "",
-        "| budget per candidate | target / budget | "
+        "| budget per candidate | target / budget | slope rule | "
         + " | ".join(f"seed {k}" for k in seeds)
-        + " | mean | seed vs seed |",
-        "|---:|---:|" + "---:|" * (len(seeds) + 2),
+        + " | average | mean | seed vs seed |",
+        "|---:|---:|---|" + "---:|" * (len(seeds) + 3),
     ]
-    for budget, row in rows.items():
+    for row in rows.values():
         per = " | ".join(f"{row['spearman_per_seed'][k]:.3f}" for k in seeds)
+        average = f"**{np.mean(list(row['spearman_per_seed'].values())):.3f}**"
         mean = f"{row['spearman_of_mean']:.3f}" if "spearman_of_mean" in row else "-"
         stab = f"{row['seed_to_seed']:.3f}" if "seed_to_seed" in row else "-"
-        lines.append(f"| {float(budget):.3g} | {row['ratio']:.1f} | {per} | {mean} | {stab} |")
+        rule = row["slope_rule"] + (" (default)" if row["slope_rule"] == DEFAULT_SLOPE_RULE else "")
+        lines.append(f"| {row['budget']:.3g} | {row['ratio']:.1f} | {rule} | {per} | {average} | {mean} | {stab} |")
     ceiling = doc.get("truth_ceiling")
     if ceiling:
         lines += [

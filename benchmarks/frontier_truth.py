@@ -41,6 +41,24 @@ STRUCTURES = [
     "(1|0|0|0|1/3|2/3|0)",  # best frontier score of steering_frontier.py's grid (psi 2/3)
     "(1|0|0|1/3|2/3|0|1/3)",  # third best there
 ]
+# Held out: added after the slope rule (structsearch.frontier.parameter_growth) was chosen on
+# STRUCTURES, to test it on structures it was not chosen on. Six share parameters (omega > 0),
+# six do not; picked for spread in omega, psi and nu, not for their scores.
+HELD_OUT = [
+    "tt:1/4",  # omega 1/4, nu 3/4
+    "(1/2|5/12|1/12|5/12|1/2|1/12|0)",  # omega 5/12
+    "(1/2|5/12|1/12|1/6|1/2|1/3|0)",  # omega 1/6
+    "(1/3|0|2/3|1/4|2/3|1/12|0)",  # omega 1/4, nu 2/3
+    "(5/12|1/6|5/12|1/3|7/12|1/12|0)",  # omega 1/3
+    "(1/2|1/6|1/3|1/12|1/2|5/12|0)",  # omega 1/12
+    "(1/4|0|3/4|0|1/4|3/4|0)",  # omega 0, nu 3/4
+    "(3/4|0|1/4|0|1/4|3/4|0)",  # omega 0, nu 3/4
+    "(5/6|0|1/6|1/4|1/2|1/4|0)",  # omega 0, psi 2/3
+    "(1/2|0|1/2|1/12|1/2|5/12|0)",  # omega 0, BTT-like
+    "btt:1/2",  # omega 0, nu 1: dense's FLOPs
+    "(1/2|1/2|0|0|1/2|1/2|0)",  # omega 0, nu 1/2
+]
+STRUCTURE_SETS = {"study": STRUCTURES, "held-out": HELD_OUT, "all": STRUCTURES + HELD_OUT}
 
 
 def cache_key(task: str, paper: str, width: int, budget: float, seed: int) -> str:

@@ -16,6 +16,13 @@ one candidate, cheaply enough for a search:
    (:func:`~structsearch.scaling.pareto_frontier`); :func:`~structsearch.scaling.fit_power_law`
    fits it and the score is the fit's prediction at ``target_flops``, with a 95% band from the
    log-space regression (defined from three frontier points on).
+   With the default ``slope_rule="parameter-growth"``, the fitted exponent is scaled, beyond
+   the largest rung, by :func:`parameter_growth`, (1 + nu - omega) / (1 + nu): how fast the
+   structure's parameters grow with its compute (taxonomy.md 3). A structure that shares
+   parameters (omega > 0) gains less from scale than its small rungs show, the paper's
+   finding that omega governs compute-optimal scaling; without it the ranking at 33x the
+   budget falls from Spearman 0.82 to 0.63 (docs/evaluation.md 8). ``"fitted"`` uses the
+   exponent as fitted.
 3. **Checks** before the prediction is used: the fit's residual, a validation curve that
    turns up (overfitting), a prediction far outside the trained range or far below the
    measured loss. A failed check falls back to the measured loss of the best rung, with the
@@ -41,13 +48,17 @@ from structsearch.spec import Spec, parse_spec
 
 __all__ = [
     "DEFAULT_LADDER",
+    "SLOPE_RULES",
     "TARGET_MULTIPLE",
     "FrontierScore",
     "Ladder",
     "Rung",
+    "SlopeRule",
     "check_extrapolation",
+    "extrapolate",
     "frontier_score",
     "lookahead_note",
+    "parameter_growth",
     "prediction_band",
     "score_label",
 ]
@@ -68,6 +79,10 @@ MAX_EXTRAPOLATION = 1000.0
 MAX_PREDICTED_DROP = 4.0
 
 RungStatus = Literal["ok", "diverged", "failed", "skipped"]
+# How the fitted exponent is carried beyond the largest rung (module docstring, item 2).
+SlopeRule = Literal["parameter-growth", "fitted"]
+SLOPE_RULES: tuple[str, ...] = ("parameter-growth", "fitted")
+DEFAULT_SLOPE_RULE: SlopeRule = "parameter-growth"
 
 
 class Ladder(BaseModel):
@@ -198,6 +213,8 @@ class FrontierScore(BaseModel):
     prediction_low: float | None = Field(default=None, description="95% band of the prediction (3+ points)")
     prediction_high: float | None = None
     fit: PowerLawFit | None
+    slope_rule: SlopeRule = "fitted"
+    slope_factor: float = Field(default=1.0, description="the fitted exponent's multiplier beyond the largest rung")
     frontier: list[tuple[float, float]]
     rungs: list[Rung]
     ladder: Ladder
@@ -241,20 +258,53 @@ def lookahead_note(budget: float, target_flops: float) -> str | None:
     )
 
 
-def score_label(kind: str | None, target_flops: float, widths: Sequence[int], metric: str = "loss") -> str:
+def score_label(
+    kind: str | None, target_flops: float, widths: Sequence[int], metric: str = "loss", slope_factor: float = 1.0
+) -> str:
     """What a score is, in words: for table headers, ``--json`` and provenance.
 
     >>> score_label("predicted", 3e11, [48, 64, 80])
     'predicted loss at 3e+11 FLOPs (frontier fit over widths 48-80)'
+    >>> score_label("predicted", 3e11, [48, 64, 80], slope_factor=2 / 3)
+    'predicted loss at 3e+11 FLOPs (frontier fit over widths 48-80, exponent x0.667 for parameter sharing)'
     """
     span = f"{min(widths)}-{max(widths)}" if widths else "-"
     if kind == "predicted":
-        return f"predicted {metric} at {target_flops:.3g} FLOPs (frontier fit over widths {span})"
+        sharing = f", exponent x{slope_factor:.3g} for parameter sharing" if slope_factor != 1.0 else ""
+        return f"predicted {metric} at {target_flops:.3g} FLOPs (frontier fit over widths {span}{sharing})"
     if kind == "measured":
         return (
             f"measured {metric} of the best rung (widths {span}); the prediction at {target_flops:.3g} failed a check"
         )
     return f"no score ({metric} at {target_flops:.3g} FLOPs could not be estimated)"
+
+
+def parameter_growth(spec: Spec) -> float:
+    """How fast a structure's parameters grow with its compute: (1 + nu - omega) / (1 + nu).
+
+    Params ~ d^(1+nu-omega) and FLOPs ~ d^(1+nu) (taxonomy.md 3), so this is 1 for every
+    structure without parameter sharing (dense, low rank, BTT) and below 1 with it.
+
+    >>> parameter_growth(parse_spec("kronecker")), parameter_growth(parse_spec("btt"))
+    (0.6666666666666666, 1.0)
+    """
+    from structsearch.taxonomy import exponents
+
+    found = exponents(spec)
+    nu, omega = float(found.nu), float(found.omega)
+    return (1 + nu - omega) / (1 + nu) if 1 + nu > 0 else 1.0
+
+
+def extrapolate(fit: PowerLawFit, largest: float, compute: float, slope_factor: float = 1.0) -> float:
+    """The fit's loss at ``compute``, its exponent scaled by ``slope_factor`` beyond ``largest`` (the last rung).
+
+    >>> fit = PowerLawFit(a=1.0, b=0.5, n_points=2, log_rmse=0.0)
+    >>> extrapolate(fit, 1e4, 1e6), extrapolate(fit, 1e4, 1e6, slope_factor=0.5)
+    (0.001, 0.0031622776601683794)
+    """
+    if compute <= largest or slope_factor == 1.0:
+        return fit.predict(compute)
+    return fit.predict(largest) * (compute / largest) ** (-fit.b * slope_factor)
 
 
 def prediction_band(
@@ -288,8 +338,12 @@ def prediction_band(
     return math.exp(centre - half), math.exp(centre + half)
 
 
-def check_extrapolation(rungs: Sequence[Rung], fit: PowerLawFit | None, target_flops: float) -> list[str]:
+def check_extrapolation(
+    rungs: Sequence[Rung], fit: PowerLawFit | None, target_flops: float, prediction: float | None = None
+) -> list[str]:
     """Reasons not to trust the fit's prediction at ``target_flops`` (empty: use it).
+
+    ``prediction`` is the score's (default: the fit's own) loss at ``target_flops``.
 
     >>> check_extrapolation([], None, 1e12)
     ['fewer than 2 frontier points: more compute did not lower the loss']
@@ -311,7 +365,7 @@ def check_extrapolation(rungs: Sequence[Rung], fit: PowerLawFit | None, target_f
             f"target {target_flops:.3g} is {target_flops / largest:.0f}x the largest rung (> {MAX_EXTRAPOLATION:g}x)"
         )
     measured = min((r.final_loss for r in rungs if r.final_loss is not None), default=None)
-    predicted = fit.predict(target_flops)
+    predicted = fit.predict(target_flops) if prediction is None else prediction
     if measured is not None and predicted * MAX_PREDICTED_DROP < measured:
         problems.append(
             f"prediction {predicted:.3g} is more than {MAX_PREDICTED_DROP:g}x below the measured {measured:.3g}"
@@ -358,6 +412,7 @@ def frontier_score(
     *,
     target_flops: float | None = None,
     ladder: Ladder = DEFAULT_LADDER,
+    slope_rule: SlopeRule = DEFAULT_SLOPE_RULE,
     on_rung: Callable[[int, float], bool] | None = None,
     task_options: Mapping[str, Any] | None = None,
     threads: int | None = None,
@@ -365,8 +420,9 @@ def frontier_score(
     """Score ``spec`` by its compute-efficient frontier's loss at ``target_flops`` (module docstring).
 
     ``budget`` (default: the task's) is what the whole ladder costs; ``target_flops`` defaults
-    to ``TARGET_MULTIPLE`` x ``budget``. ``width`` is accepted for the search's evaluator
-    signature and ignored: the ladder allocates widths. Never raises for divergence.
+    to ``TARGET_MULTIPLE`` x ``budget``; ``slope_rule`` says how the fitted exponent is carried
+    past the largest rung. ``width`` is accepted for the search's evaluator signature and
+    ignored: the ladder allocates widths. Never raises for divergence.
     """
     from structsearch.tasks import get_task
 
@@ -379,6 +435,8 @@ def frontier_score(
     target = TARGET_MULTIPLE * budget if target_flops is None else target_flops
     if isinstance(target, bool) or not isinstance(target, (int, float)) or not math.isfinite(target) or target <= 0:
         raise TaskError(f"target_flops: expected a positive number of FLOPs, got {target_flops!r}")
+    if slope_rule not in SLOPE_RULES:
+        raise TaskError(f"slope_rule: expected one of {', '.join(SLOPE_RULES)}, got {slope_rule!r}")
     plan = ladder.plan_for(budget, task_obj)
     rungs: list[Rung] = []
     pruned = False
@@ -392,7 +450,9 @@ def frontier_score(
             pruned = index < len(plan) - 1
             if pruned:
                 break
-    return _summarise(spec, task_obj, rungs, ladder, budget, float(target), seed, pruned)
+    slope_factor = parameter_growth(spec) if slope_rule == "parameter-growth" else 1.0
+    summary = _summarise(spec, task_obj, rungs, ladder, budget, float(target), seed, pruned, slope_factor)
+    return summary.model_copy(update={"slope_rule": slope_rule})
 
 
 def _achieved(rungs: Sequence[Rung]) -> float:
@@ -408,7 +468,15 @@ def _untrained(status: str, warnings: list[str]) -> str | None:
 
 
 def _summarise(
-    spec: Spec, task_obj: Any, rungs: list[Rung], ladder: Ladder, budget: float, target: float, seed: int, pruned: bool
+    spec: Spec,
+    task_obj: Any,
+    rungs: list[Rung],
+    ladder: Ladder,
+    budget: float,
+    target: float,
+    seed: int,
+    pruned: bool,
+    slope_factor: float,
 ) -> FrontierScore:
     metric = str(getattr(task_obj, "metric", "loss"))
     trained = [r for r in rungs if r.status != "skipped"]
@@ -416,8 +484,13 @@ def _summarise(
     frontier = pareto_frontier([(r.train_flops, r.final_loss) for r in trained if r.status == "ok" and r.final_loss])
     fit = fit_power_law(*zip(*frontier, strict=True)) if len(frontier) >= 2 else None
     measured = min((v for _, v in frontier), default=None)
-    prediction = fit.predict(target) if fit is not None else None
-    band = prediction_band(frontier, target) if fit is not None else None
+    prediction, band = None, None
+    if fit is not None:
+        largest = frontier[-1][0]
+        prediction = extrapolate(fit, largest, target, slope_factor)
+        plain = prediction_band(frontier, target)  # the regression's band, moved with the prediction
+        shift = prediction / fit.predict(target)
+        band = (plain[0] * shift, plain[1] * shift) if plain else None
     warnings: list[str] = []
     status: str = "ok"
     score, kind = None, None
@@ -428,7 +501,7 @@ def _summarise(
     elif not frontier:
         status, warnings = "failed", ["no rung trained: " + "; ".join(r.reason or r.status for r in rungs)]
     else:
-        warnings = check_extrapolation(trained, fit, target)
+        warnings = check_extrapolation(trained, fit, target, prediction)
         score, kind = (measured, "measured") if warnings else (prediction, "predicted")
     widths = [r.width for r in trained if r.width]
     last = trained[-1] if trained else None
@@ -440,12 +513,13 @@ def _summarise(
         status=status,  # type: ignore[arg-type]
         score=score,
         score_kind=kind,  # type: ignore[arg-type]
-        score_label=score_label(kind, target, widths, metric),
+        score_label=score_label(kind, target, widths, metric, slope_factor),
         target_flops=target,
         prediction=prediction,
         prediction_low=band[0] if band else None,
         prediction_high=band[1] if band else None,
         fit=fit,
+        slope_factor=slope_factor,
         frontier=frontier,
         rungs=rungs,
         ladder=ladder,

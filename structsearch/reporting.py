@@ -352,6 +352,18 @@ def _study_score_label(trained: list[dict[str, Any]], config: dict[str, Any]) ->
     return f"loss at {budget:.3g} FLOPs" if isinstance(budget, (int, float)) else "loss"
 
 
+def _fit_line(fit: dict[str, Any], compute: Any) -> Any:
+    """A trial's recorded fit at ``compute``: a C^-b, its exponent scaled by ``slope_factor`` past ``largest``."""
+    import numpy as np
+
+    plain = fit["a"] * compute ** (-fit["b"])
+    factor, largest = fit.get("slope_factor", 1.0), fit.get("largest")
+    if largest is None or factor == 1.0:
+        return plain
+    bent = fit["a"] * largest ** (-fit["b"]) * (compute / largest) ** (-fit["b"] * factor)
+    return np.where(compute <= largest, plain, bent)
+
+
 def plot_trial_frontiers(
     trained: list[dict[str, Any]], references: dict[str, dict[str, Any]], path: Path, title: str, top: int = 8
 ) -> str | None:
@@ -375,15 +387,13 @@ def plot_trial_frontiers(
         fit, target = r.get("fit"), r.get("target_flops")
         if fit and target and pts:
             c = np.geomspace(min(p[0] for p in pts), target, 40)
-            ax.plot(c, fit["a"] * c ** (-fit["b"]), "--" if r.get("reference") else "-", color=color, lw=1, label=label)
+            ax.plot(c, _fit_line(fit, c), "--" if r.get("reference") else "-", color=color, lw=1, label=label)
             if r.get("prediction_low") is not None:
+                centre = float(_fit_line(fit, np.array([target]))[0])
                 ax.errorbar(
                     [target],
-                    [fit["a"] * target ** (-fit["b"])],
-                    yerr=[
-                        [fit["a"] * target ** (-fit["b"]) - r["prediction_low"]],
-                        [r["prediction_high"] - fit["a"] * target ** (-fit["b"])],
-                    ],
+                    [centre],
+                    yerr=[[centre - r["prediction_low"]], [r["prediction_high"] - centre]],
                     color=color,
                     capsize=3,
                     fmt="o",

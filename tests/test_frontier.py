@@ -21,7 +21,16 @@ from scipy import stats
 import structsearch.evaluation as evaluation
 from structsearch.confirmation import mean_interval, paired_comparison
 from structsearch.engine import FrontierScorer, dominated_by_dense, load_existing_study, search
-from structsearch.frontier import TARGET_MULTIPLE, Ladder, check_extrapolation, frontier_score, prediction_band
+from structsearch.errors import TaskError
+from structsearch.frontier import (
+    TARGET_MULTIPLE,
+    Ladder,
+    check_extrapolation,
+    frontier_score,
+    parameter_growth,
+    prediction_band,
+)
+from structsearch.spec import parse_spec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 A, B = 40.0, 0.12
@@ -326,3 +335,58 @@ def test_the_default_target_is_stored_resolved_so_naming_it_resumes_the_same_stu
         with pytest.raises(TaskError, match="target_flops: expected a positive, finite number"):
             search("btt", trials=1, target_flops=bad, **{**common, "study": "bad"})
     assert not (tmp_path / "bad").exists()
+
+
+def test_parameter_growth_is_the_params_over_flops_exponent():
+    # taxonomy.md 3: params ~ d^(1+nu-omega), FLOPs ~ d^(1+nu)
+    assert parameter_growth(parse_spec("kronecker")) == pytest.approx((1 + 1 / 2 - 1 / 2) / (1 + 1 / 2))
+    assert parameter_growth(parse_spec("tt")) == pytest.approx((1 + 1 / 2 - 1 / 4) / (1 + 1 / 2))
+    assert parameter_growth(parse_spec("sum-kronecker:0.25")) == pytest.approx((1 + 3 / 4 - 1 / 2) / (1 + 3 / 4))
+    for no_sharing in ("dense", "btt", "low-rank:0.5", "(1|0|0|0|1/3|2/3|0)"):
+        assert parameter_growth(parse_spec(no_sharing)) == 1.0
+
+
+def test_parameter_growth_bends_the_exponent_past_the_last_rung_only(synthetic):
+    plain = frontier_score("kronecker", "mlp-regression", budget=1e10, target_flops=3e11, slope_rule="fitted")
+    bent = frontier_score("kronecker", "mlp-regression", budget=1e10, target_flops=3e11)
+    assert bent.slope_rule == "parameter-growth" and plain.slope_rule == "fitted" and plain.slope_factor == 1.0
+    assert bent.fit == plain.fit and plain.score == pytest.approx(A * 3e11**-B, rel=1e-6)
+    largest = 0.98 * 6e9  # the last rung's FLOPs
+    assert bent.frontier[-1][0] == pytest.approx(largest)
+    assert bent.score == pytest.approx(A * largest**-B * (3e11 / largest) ** (-B * 2 / 3), rel=1e-6)
+    assert bent.prediction_low / plain.prediction_low == pytest.approx(bent.score / plain.score)
+    assert "exponent x0.667 for parameter sharing" in bent.score_label
+    assert "parameter sharing" not in plain.score_label
+    inside = frontier_score("kronecker", "mlp-regression", budget=1e10, target_flops=2e9)  # within the ladder
+    assert inside.prediction == pytest.approx(A * 2e9**-B, rel=1e-6)
+    with pytest.raises(TaskError, match="slope_rule: expected one of parameter-growth, fitted"):
+        frontier_score("kronecker", "mlp-regression", budget=1e10, slope_rule="steep")
+
+
+def test_a_study_keeps_its_slope_rule_when_resumed(tmp_path, monkeypatch):
+    from structsearch.engine._storage import open_storage
+    from structsearch.errors import StudyError
+
+    monkeypatch.setattr(evaluation, "evaluate", Synthetic())
+    common = dict(task="mlp-regression", budget=1e9, width=64, runs_dir=tmp_path, pruner="none", progress=False)
+    common.update(confirm=False, references=False)
+    search("kronecker", trials=1, study="made", **common)
+    loaded, _ = load_existing_study("made", runs_dir=tmp_path)
+    assert loaded.user_attrs["structsearch"]["slope_rule"] == "parameter-growth"  # the default, stored resolved
+
+    search("kronecker", trials=1, study="f", slope_rule="fitted", **common)
+    again = search("kronecker", trials=2, study="f", **common)  # not named: the study's own rule
+    assert again.resumed
+    loaded, _ = load_existing_study("f", runs_dir=tmp_path)
+    labels = [t.user_attrs.get("score_label", "") for t in loaded.trials if t.user_attrs.get("score_kind")]
+    assert labels and not any("parameter sharing" in label for label in labels)
+    with pytest.raises(StudyError, match="slope_rule='fitted', got 'parameter-growth'"):
+        search("kronecker", trials=3, study="f", slope_rule="parameter-growth", **common)
+
+    # a study stored before the rule was recorded used the fitted exponent, and resumes with it
+    writable = optuna.load_study(study_name="made", storage=open_storage("made", None, tmp_path).storage)
+    old = {k: v for k, v in writable.user_attrs["structsearch"].items() if k != "slope_rule"}
+    writable.set_user_attr("structsearch", old)
+    assert search("kronecker", trials=2, study="made", slope_rule="fitted", **common).resumed
+    with pytest.raises(TaskError, match="slope_rule: only the frontier evaluator"):
+        search("kronecker", trials=1, study="p", evaluate_fn="proxy", slope_rule="fitted", **common)

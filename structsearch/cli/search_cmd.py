@@ -9,7 +9,7 @@ from structsearch.cli._common import emit, flops, positive_int, seed_value
 from structsearch.cli._workers import gather, with_workers
 from structsearch.engine._pruning import DEFAULT_PRUNER, PRUNERS
 from structsearch.errors import StructSearchError
-from structsearch.frontier import TARGET_MULTIPLE, lookahead_note
+from structsearch.frontier import SLOPE_RULES, TARGET_MULTIPLE, lookahead_note
 
 __all__ = ["register", "run"]
 
@@ -112,6 +112,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"the compute the frontier score predicts the loss at (default {TARGET_MULTIPLE:g}x --budget)",
     )
     parser.add_argument(
+        "--slope-rule",
+        choices=SLOPE_RULES,
+        default=None,
+        help="how the frontier fit's exponent is carried past the ladder: 'parameter-growth' (default for a "
+        "new study: scaled by (1+nu-omega)/(1+nu), so parameter sharing gains less from scale) or 'fitted' "
+        "(as fitted); a resumed study keeps its own",
+    )
+    parser.add_argument(
         "--pruner",
         choices=PRUNERS,
         default=None,
@@ -200,6 +208,7 @@ def run(args: argparse.Namespace) -> int:
         width=args.width,
         evaluate_fn=args.evaluator,
         target_flops=args.target_flops,
+        slope_rule=args.slope_rule,
         pruner=args.pruner,
         references=args.references,
         confirm=args.confirm,

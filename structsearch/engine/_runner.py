@@ -24,7 +24,14 @@ from structsearch.engine._heartbeat import Watch
 from structsearch.engine._objective import EvaluateFn, Objective, TrialOutcome, worker_id
 from structsearch.engine._pruning import make_pruner
 from structsearch.engine._references import ensure_references, stored_references
-from structsearch.engine._scorers import TRAINERS, check_budget_buys_a_step, resolve_evaluator, study_target_flops
+from structsearch.engine._scorers import (
+    TRAINERS,
+    FrontierScorer,
+    check_budget_buys_a_step,
+    resolve_evaluator,
+    study_slope_rule,
+    study_target_flops,
+)
 from structsearch.engine._space import Space, load_space
 from structsearch.engine._steering import CandidatePool, TaxonomySampler, candidate_pool
 from structsearch.engine._storage import StudyLocation, check_study_name, open_storage
@@ -37,7 +44,7 @@ OBJECTIVES = ("loss", "pareto")
 CONFIG_ATTR = "structsearch"
 DONE_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 # settings that must match when a study is resumed (the rest may change between sessions)
-_PINNED = ("task", "budget", "objective", "width", "space", "evaluator", "target_flops")
+_PINNED = ("task", "budget", "objective", "width", "space", "evaluator", "target_flops", "slope_rule")
 
 
 @dataclass
@@ -145,6 +152,10 @@ def _check_resume(study: optuna.Study, config: dict[str, Any], location: StudyLo
                 f"study {study.study_name} in {location.description} was not made by structsearch "
                 "search; pick another --study name"
             )
+        if study_slope_rule(config) is not None and config.get("slope_rule") is None:
+            from structsearch.frontier import DEFAULT_SLOPE_RULE
+
+            config = {**config, "slope_rule": DEFAULT_SLOPE_RULE}
         study.set_user_attr(CONFIG_ATTR, config)
         return
     for key in _PINNED:
@@ -159,6 +170,9 @@ def _check_resume(study: optuna.Study, config: dict[str, Any], location: StudyLo
         elif key == "target_flops":  # a study stored before targets were resolved has None: read it resolved
             have, want = study_target_flops(stored), study_target_flops(config)
             same = have == want or (have is not None and want is not None and math.isclose(have, want, rel_tol=1e-9))
+        elif key == "slope_rule":  # not given: the study's own rule
+            have = study_slope_rule(stored)
+            same = want is None or want == have
         elif key == "budget" and isinstance(have, (int, float)) and isinstance(want, (int, float)):
             same = math.isclose(have, want, rel_tol=1e-9)
         else:
@@ -314,6 +328,7 @@ def search(
     width: int | None = None,
     evaluate_fn: str | EvaluateFn | None = None,
     target_flops: float | None = None,
+    slope_rule: str | None = None,
     pruner: str | None = None,
     references: bool = True,
     confirm: bool = True,
@@ -330,7 +345,9 @@ def search(
 
     Each candidate costs ``budget`` training FLOPs (default: the task's). ``evaluate_fn``:
     ``None`` / ``"frontier"`` scores by the compute-efficient frontier's predicted loss at
-    ``target_flops`` (default 10 x ``budget``; :mod:`structsearch.frontier`), and ``pruner``
+    ``target_flops`` (default 10 x ``budget``; :mod:`structsearch.frontier`; ``slope_rule``:
+    how fitted exponents are carried past the ladder, default the study's own, else
+    ``"parameter-growth"``), and ``pruner``
     (:data:`~structsearch.engine._pruning.PRUNERS`) stops weak ladders after their cheap rungs;
     ``"proxy"`` / ``"final"`` score at one width (the search ``width``, which is otherwise the
     width the taxonomy analyses candidates at); ``"toy"``, a callable or ``"module:function"``
@@ -350,7 +367,9 @@ def search(
     pareto = objective == "pareto"
     sampler = sampler or ("nsga2" if pareto else "tpe")
     _check_arguments(objective, sampler, trials, max_trainings, budget, width, seed, confirm_top, confirm_seeds)
-    fn, evaluator_name = resolve_evaluator(evaluate_fn, target_flops=target_flops, threads=threads)
+    fn, evaluator_name = resolve_evaluator(
+        evaluate_fn, target_flops=target_flops, threads=threads, slope_rule=slope_rule
+    )
     default_budget, default_width = _task_defaults(task, strict=evaluate_fn is None or evaluate_fn in TRAINERS)
     budget = float(budget) if budget is not None else default_budget
     width = width or default_width or 64
@@ -369,6 +388,7 @@ def search(
         "steer": steer,
         "evaluator": evaluator_name,
         "target_flops": getattr(fn, "target_flops", None),  # resolved below when left to the default
+        "slope_rule": slope_rule,  # None: the study's own when resuming (_check_resume)
         "pruner": pruner or type(study_pruner).__name__,
         "versions": _versions(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -385,6 +405,8 @@ def search(
         raise SpaceError(f"space {space_obj.name}: continuous (step: null); --sampler grid needs a space with a step")
     location = open_storage(name, storage, runs_dir)
     study_obj, resumed, watch = _open_study(name, location, pareto, objective, config, study_pruner)
+    if isinstance(fn, FrontierScorer):
+        fn.slope_rule = study_slope_rule(study_obj.user_attrs[CONFIG_ATTR]) or fn.slope_rule
     session_seed = seed + 7919 * len(study_obj.get_trials(deepcopy=False))
     opt_sampler, enqueue = _make_sampler(sampler, pool, space_obj, session_seed, pareto, trials)
     if enqueue and not resumed:

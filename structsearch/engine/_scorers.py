@@ -22,6 +22,7 @@ __all__ = [
     "check_budget_buys_a_step",
     "resolve_evaluator",
     "score_attrs",
+    "study_slope_rule",
     "study_target_flops",
 ]
 
@@ -41,31 +42,53 @@ class FrontierScorer:
 
     reports_rungs = True
 
-    def __init__(self, target_flops: float | None = None, ladder: Any = None, threads: int | None = None) -> None:
-        from structsearch.frontier import DEFAULT_LADDER
+    def __init__(
+        self,
+        target_flops: float | None = None,
+        ladder: Any = None,
+        threads: int | None = None,
+        slope_rule: str | None = None,
+    ) -> None:
+        from structsearch.frontier import DEFAULT_LADDER, DEFAULT_SLOPE_RULE
 
         self.target_flops = target_flops
         self.ladder = ladder or DEFAULT_LADDER
         self.threads = threads
+        self.slope_rule = slope_rule or DEFAULT_SLOPE_RULE
 
     def __call__(self, spec: Any, **kwargs: Any) -> Any:
         from structsearch.frontier import frontier_score
 
-        return frontier_score(spec, target_flops=self.target_flops, ladder=self.ladder, threads=self.threads, **kwargs)
+        return frontier_score(
+            spec,
+            target_flops=self.target_flops,
+            ladder=self.ladder,
+            slope_rule=self.slope_rule,
+            threads=self.threads,
+            **kwargs,
+        )
 
     def __repr__(self) -> str:
-        return f"FrontierScorer(target_flops={self.target_flops!r}, ladder={self.ladder.describe()!r})"
+        return (
+            f"FrontierScorer(target_flops={self.target_flops!r}, ladder={self.ladder.describe()!r}, "
+            f"slope_rule={self.slope_rule!r})"
+        )
 
 
 def resolve_evaluator(
-    evaluator: str | EvaluateFn | None, *, target_flops: float | None = None, threads: int | None = None
+    evaluator: str | EvaluateFn | None,
+    *,
+    target_flops: float | None = None,
+    threads: int | None = None,
+    slope_rule: str | None = None,
 ) -> tuple[EvaluateFn, str]:
     """The scoring function and its recorded name.
 
     ``None`` or ``"frontier"``: :class:`FrontierScorer` (the frontier's loss at ``target_flops``,
-    default 10 x the budget); ``"proxy"``: two runs at the search width, loss extrapolated to
-    10 x the budget; ``"final"``: one run's final validation loss; ``"toy"``: analytic, no
-    training; ``"module:function"`` or a callable. A scorer's result is ranked by ``score``
+    default 10 x the budget; ``slope_rule`` as in :func:`~structsearch.frontier.frontier_score`);
+    ``"proxy"``: two runs at the search width, loss extrapolated to 10 x the budget;
+    ``"final"``: one run's final validation loss; ``"toy"``: analytic, no training;
+    ``"module:function"`` or a callable. A scorer's result is ranked by ``score``
     where it has one, else ``final_loss``. ``threads`` sets torch's CPU threads of the
     built-in trainers (1 is often several times faster for small models on a shared machine).
     """
@@ -73,10 +96,17 @@ def resolve_evaluator(
         raise TaskError(f"threads: expected a positive integer, got {threads!r}")
     if target_flops is not None and not _positive_number(target_flops):
         raise TaskError(f"target_flops: expected a positive, finite number of FLOPs, got {target_flops!r}")
+    from structsearch.frontier import SLOPE_RULES
+
+    if slope_rule is not None and slope_rule not in SLOPE_RULES:
+        raise TaskError(f"slope_rule: expected one of {', '.join(SLOPE_RULES)}, got {slope_rule!r}")
     if evaluator is None or evaluator == "frontier":
-        return FrontierScorer(target_flops, threads=threads), "structsearch.frontier:frontier_score"
+        scorer = FrontierScorer(target_flops, threads=threads, slope_rule=slope_rule)
+        return scorer, "structsearch.frontier:frontier_score"
     if target_flops is not None:
         raise TaskError("target_flops: only the frontier evaluator predicts at a target compute")
+    if slope_rule is not None:
+        raise TaskError("slope_rule: only the frontier evaluator extrapolates a fitted exponent")
     if evaluator in ("proxy", "final"):
         from functools import partial
 
@@ -160,6 +190,16 @@ def study_target_flops(config: dict[str, Any]) -> float | None:
     return TARGET_MULTIPLE * float(budget) if isinstance(budget, (int, float)) else None
 
 
+def study_slope_rule(config: dict[str, Any]) -> str | None:
+    """How a frontier-scored study carries its fitted exponents past the ladder (``None`` for other scorers).
+
+    Studies made before the rule was recorded used the fitted exponent; they resume with it.
+    """
+    if not str(config.get("evaluator", "")).endswith(":frontier_score"):
+        return None
+    return str(config.get("slope_rule") or "fitted")
+
+
 def _check_signature(fn: EvaluateFn, name: str) -> EvaluateFn:
     """Refuse, before any training, a scorer that cannot be called as ``fn(spec, task=, budget=, seed=, width=)``."""
     import inspect
@@ -202,6 +242,9 @@ def score_attrs(result: Any) -> dict[str, Any]:
     fit = getattr(result, "fit", None)
     if fit is not None:
         out["fit"] = {"a": fit.a, "b": fit.b, "b_err": fit.b_err, "log_rmse": fit.log_rmse}
+        frontier = getattr(result, "frontier", None)
+        if getattr(result, "slope_factor", 1.0) != 1.0 and frontier:  # the exponent bends past the last rung
+            out["fit"].update(slope_factor=result.slope_factor, largest=frontier[-1][0])
     rungs = getattr(result, "rungs", None)
     if rungs:
         out["ladder"] = [
