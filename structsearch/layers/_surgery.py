@@ -202,6 +202,7 @@ def structurize(
     owners: dict[int, list[str]] = {}  # id(param) -> every name it goes by (tied weights have several)
     for pname, param in model.named_parameters(remove_duplicate=False):
         owners.setdefault(id(param), []).append(pname)
+    built: list[tuple[str, nn.Module]] = []  # swapped in once all are built: an error leaves the model as it was
     for name, dense in targets:
         before = dense.d_in * dense.d_out
         weight = dense.weight
@@ -235,8 +236,7 @@ def structurize(
             error = project_dense(layer, dense.matrix, dense.bias, fit_steps=fit_steps)
         layer.train(dense.module.training)
         layer.requires_grad_(weight.requires_grad)  # a frozen layer stays frozen
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name), child, layer)
+        built.append((name, layer))
         summary.layers.append(
             LayerChange(
                 name,
@@ -251,6 +251,9 @@ def structurize(
                 kind=dense.kind,
             )
         )
+    for name, layer in built:
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name), child, layer)
     return summary
 
 
