@@ -176,6 +176,17 @@ def test_structurize_leaves_tied_weights_dense() -> None:
     assert model["head"].weight is model["embed"].weight
 
 
+def test_structurize_leaves_multihead_attention_out_proj_dense() -> None:
+    """nn.MultiheadAttention reads out_proj.weight itself: a structured out_proj would break its forward."""
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(d_model=96, nhead=4, dim_feedforward=300, batch_first=True, dropout=0.0)
+    summary = structurize(layer, "btt", init="project")
+    assert [c.name for c in summary.replaced] == ["linear1", "linear2"]
+    skipped = next(c for c in summary.layers if c.name == "self_attn.out_proj")
+    assert "out_proj.weight" in skipped.skipped and type(layer.self_attn.out_proj) is not EinsumLinear
+    assert layer(torch.randn(2, 7, 96)).shape == (2, 7, 96)
+
+
 @pytest.mark.parametrize("spec", PROJECTABLE)
 @pytest.mark.parametrize(("d_in", "d_out"), [(16, 16), (36, 25)])
 def test_projecting_a_structured_matrix_recovers_it(spec: str, d_in: int, d_out: int) -> None:
