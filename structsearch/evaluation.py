@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import platform
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
@@ -214,6 +215,13 @@ def _layers_api() -> tuple[Callable[[Spec], Any], Callable[..., Any]]:
     from structsearch.layers import linear_factory, param_groups
 
     return linear_factory, param_groups
+
+
+def _load_spec(spec: Any) -> Spec:
+    """A spec, a spec string, a theta mapping, or an exported spec file (as the CLI takes them)."""
+    from structsearch.layers import load_spec
+
+    return load_spec(spec)
 
 
 def _linear_macs(module: Any) -> int | None:
@@ -406,7 +414,7 @@ def _finite(x: float) -> float | None:
 
 
 def evaluate(
-    spec: str | Mapping[str, Any] | Spec,
+    spec: str | Mapping[str, Any] | Spec | os.PathLike,
     task: str | Any = "mlp-regression",
     budget: float | None = None,
     seed: int = 0,
@@ -439,7 +447,7 @@ def evaluate(
     """
     from structsearch.tasks import get_task
 
-    spec = parse_spec(spec)
+    spec = _load_spec(spec)
     seed_list = _check_seeds(seeds)
     task_obj = get_task(task, **dict(task_options or {}))
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
@@ -810,7 +818,7 @@ class ProxyResult(BaseModel):
 
 
 def proxy(
-    spec: str | Mapping[str, Any] | Spec,
+    spec: str | Mapping[str, Any] | Spec | os.PathLike,
     task: str | Any = "mlp-regression",
     budget: float | None = None,
     seed: int = 0,
@@ -839,7 +847,7 @@ def proxy(
         raise TaskError(f"horizon: expected a number >= 1, got {horizon!r}")
     if not (isinstance(split, (int, float)) and 0 < split < 0.5):
         raise TaskError(f"split: expected a fraction in (0, 0.5), got {split!r}")
-    spec = parse_spec(spec)
+    spec = _load_spec(spec)
     task_obj = get_task(task, **dict(task_options or {}))
     budget = float(task_obj.budget) if budget is None else budget
     if not isinstance(budget, (int, float)) or not math.isfinite(budget) or budget <= 0:

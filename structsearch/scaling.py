@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -356,7 +357,7 @@ def plot_frontiers(result: ScaleResult, path: str) -> str:
 
 
 def scale(
-    specs: str | Spec | Sequence[str | Spec],
+    specs: str | Spec | os.PathLike | Sequence[str | Spec | os.PathLike],
     task: str | Any = "mlp-regression",
     widths: Sequence[int] = (64, 128, 256),
     budgets: Sequence[float] | None = None,
@@ -381,14 +382,15 @@ def scale(
     import time
 
     from structsearch.evaluation import evaluate
+    from structsearch.layers import load_spec
     from structsearch.tasks import get_task
 
-    if isinstance(specs, (str, Spec)):
+    if isinstance(specs, (str, Spec, os.PathLike)):
         specs = [specs]
     if plot:  # before any training: a bad path is an error now, not after the ladder
         check_output(plot, "plot", TaskError, plot_formats())
-    parsed = [parse_spec(s) for s in specs]
-    base = parse_spec(baseline) if baseline is not None else None
+    parsed = [load_spec(s) for s in specs]  # names, theta or exported spec files, as the CLI takes them
+    base = load_spec(baseline) if baseline is not None else None
     if base is not None:
         parsed = [base] + [s for s in parsed if s != base]
     if not parsed:

@@ -52,6 +52,18 @@ def test_routing_picks_exactly_k_experts_and_matches_the_dense_loop(d_in, d_out,
     torch.testing.assert_close(layer(x), _reference(layer, x), rtol=1e-4, atol=1e-5)
 
 
+def test_float64_routing_is_exact_and_passes_gradcheck():
+    """The router upcasts low-precision logits to float32; float64 ones must stay float64."""
+    torch.manual_seed(0)
+    layer = BTTMoE(36, 20, experts=4, k=2, dtype=torch.float64)
+    _spread(layer)
+    x = torch.randn(6, 36, dtype=torch.float64, requires_grad=True)
+    weights, _ = layer.router(x)
+    assert weights.dtype == torch.float64
+    torch.testing.assert_close(layer(x), _reference(layer, x), rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(layer, (x,))
+
+
 def test_gradients_reach_the_router_and_every_selected_core():
     torch.manual_seed(1)
     layer = BTTMoE(64, 64, experts=8, k=2)

@@ -101,6 +101,23 @@ def test_export_round_trip_into_layers(runs, tmp_path):
     assert model(torch.zeros(2, 64)).shape == (2, 64)
 
 
+def test_exported_file_runs_through_the_python_api_as_through_the_cli(runs, tmp_path):
+    """`structsearch evaluate best.json` and `structsearch scale best.json` take an export; so do their functions."""
+    pytest.importorskip("torch")
+    from structsearch import evaluate, proxy, scale
+
+    path = tmp_path / "best.json"
+    export("r", top=1, path=path, runs_dir=runs)
+    paper = json.loads(path.read_text())["specs"][0]["paper"]
+    options = {"teacher_width": 32, "teacher_depth": 2, "batch_size": 32, "val_size": 64}
+    for spec in (str(path), path):
+        result = evaluate(spec, width=64, steps=2, task_options=options, device="cpu", threads=1)
+        assert result.spec == paper and result.status == "ok"
+    assert proxy(path, budget=4e7, width=64, task_options=options, device="cpu", threads=1).spec == paper
+    scaled = scale(path, widths=(64,), budgets=(1e7,), baseline=None, task_options=options, threads=1)
+    assert [row.spec for row in scaled.structures] == [paper]
+
+
 def test_default_export_path_and_pareto_helper(runs):
     doc = export("r", runs_dir=runs)
     assert Path(doc["path"]) == runs / "r" / "best.json" and len(doc["specs"]) == 1

@@ -308,6 +308,8 @@ def test_bad_arguments_are_one_line_errors(tmp_path):
         _run(tmp_path, space="btt", trials=2, study="../escape")
     with pytest.raises(TaskError, match="evaluator"):
         _run(tmp_path, space="btt", trials=2, evaluate_fn="nope")
+    with pytest.raises(StudyError, match=r"confirm_seeds: expected .* seeds.*got 3 \(--confirm-seeds 3 is"):
+        _run(tmp_path, space="btt", trials=2, confirm_seeds=3)  # the CLI's count, not a list of seeds
     with pytest.raises(TaskError):
         search("btt", task="no-such-task", trials=1, runs_dir=tmp_path, progress=False)
     assert not (tmp_path / "btt-no-such-task-loss").exists()  # nothing created for bad input

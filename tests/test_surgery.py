@@ -154,6 +154,17 @@ def test_conv1d_detection_and_param_groups() -> None:
         structurize(nn.Sequential(NotConv()), "btt")
 
 
+def test_structurize_that_raises_leaves_the_model_untouched() -> None:
+    """A layer refused late (here the last) must not leave the earlier ones already swapped."""
+    model = nn.Sequential(nn.Linear(300, 512), nn.GELU(), nn.Linear(512, 77), nn.GELU(), nn.Linear(77, 10))
+    x = torch.randn(3, 300)
+    before = model(x)
+    with pytest.raises(SizeError, match=r"layer '4': .*d_out=10"):
+        structurize(model, "(1/2|0|1/2|1/4|1/3|5/12|1/4)", init="project")
+    assert [type(m) for m in model] == [nn.Linear, nn.GELU, nn.Linear, nn.GELU, nn.Linear]
+    torch.testing.assert_close(model(x), before)
+
+
 def test_structurize_leaves_tied_weights_dense() -> None:
     embed = nn.Embedding(64, 16)
     head = nn.Linear(16, 64, bias=False)
@@ -163,6 +174,17 @@ def test_structurize_leaves_tied_weights_dense() -> None:
     assert [c.name for c in summary.replaced] == ["body"]
     assert summary.layers[1].name == "head" and "tied to 'embed.weight'" in summary.layers[1].skipped
     assert model["head"].weight is model["embed"].weight
+
+
+def test_structurize_leaves_multihead_attention_out_proj_dense() -> None:
+    """nn.MultiheadAttention reads out_proj.weight itself: a structured out_proj would break its forward."""
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(d_model=96, nhead=4, dim_feedforward=300, batch_first=True, dropout=0.0)
+    summary = structurize(layer, "btt", init="project")
+    assert [c.name for c in summary.replaced] == ["linear1", "linear2"]
+    skipped = next(c for c in summary.layers if c.name == "self_attn.out_proj")
+    assert "out_proj.weight" in skipped.skipped and type(layer.self_attn.out_proj) is not EinsumLinear
+    assert layer(torch.randn(2, 7, 96)).shape == (2, 7, 96)
 
 
 @pytest.mark.parametrize("spec", PROJECTABLE)

@@ -479,6 +479,11 @@ def _check_arguments(
         raise StudyError(f"seed: expected an integer in [0, 2^32), got {seed!r}")
     if isinstance(confirm_top, bool) or not isinstance(confirm_top, int) or confirm_top < 1:
         raise StudyError(f"confirm_top: expected a positive integer, got {confirm_top!r}")
+    if isinstance(confirm_seeds, int):  # the CLI's --confirm-seeds is a count; here they are the seeds
+        raise StudyError(
+            f"confirm_seeds: expected a sequence of at least 2 distinct integer seeds, got {confirm_seeds!r} "
+            f"(--confirm-seeds {confirm_seeds} is confirm_seeds=range({confirm_seeds}))"
+        )
     seeds = list(confirm_seeds)
     in_range = all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**32 for v in seeds)
     if len(seeds) < 2 or len(set(seeds)) != len(seeds) or not in_range:

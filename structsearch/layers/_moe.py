@@ -79,7 +79,8 @@ class Router(nn.Module):
         self._last: tuple[Tensor, Tensor] | None = None  # (counts (E,), logits (n, E)) of the last training forward
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        logits = F.linear(x, self.weight).float()  # (n, E)
+        logits = F.linear(x, self.weight)  # (n, E)
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16/fp16 up, float64 kept
         top, experts = logits.topk(self.k, dim=-1)  # (n, k), (n, k)
         weights = top.softmax(-1)  # (n, k): softmax over the selected logits
         if self.training:

@@ -175,8 +175,9 @@ def structurize(
     ``init="project"`` fits each new layer to the dense weight it replaces and reports the
     relative Frobenius error. A layer whose sizes need more than ``max_padding`` raises
     :class:`SizeError` naming it, or is left dense with ``skip_invalid=True``. A layer whose
-    weight is tied to another parameter (GPT-2's ``lm_head`` and token embedding) is left
-    dense, and the summary says why.
+    weight is tied to another parameter (GPT-2's ``lm_head`` and token embedding), or that its
+    parent reads by weight (``nn.MultiheadAttention.out_proj``), is left dense, and the summary
+    says why. An error leaves the model unchanged.
 
     >>> model = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4))
     >>> summary = structurize(model, "btt", exclude="2")
@@ -202,12 +203,19 @@ def structurize(
     owners: dict[int, list[str]] = {}  # id(param) -> every name it goes by (tied weights have several)
     for pname, param in model.named_parameters(remove_duplicate=False):
         owners.setdefault(id(param), []).append(pname)
+    built: list[tuple[str, nn.Module]] = []  # swapped in once all are built: an error leaves the model as it was
     for name, dense in targets:
         before = dense.d_in * dense.d_out
         weight = dense.weight
         tied = [other for other in owners.get(id(weight), []) if other != f"{name}.weight"]
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        note = None
         if tied:  # e.g. GPT-2's lm_head shares the token embedding: replacing it would untie them
             note = f"weight tied to {tied[0]!r}; replacing it would untie them (exclude it, or untie first)"
+        elif isinstance(parent, nn.MultiheadAttention) and child == "out_proj":
+            note = "nn.MultiheadAttention passes out_proj.weight to its attention kernel and never calls out_proj"
+        if note is not None:
             change = LayerChange(name, dense.d_in, dense.d_out, before, before, before, before, kind=dense.kind)
             summary.layers.append(replace(change, skipped=note))
             continue
@@ -235,8 +243,7 @@ def structurize(
             error = project_dense(layer, dense.matrix, dense.bias, fit_steps=fit_steps)
         layer.train(dense.module.training)
         layer.requires_grad_(weight.requires_grad)  # a frozen layer stays frozen
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name), child, layer)
+        built.append((name, layer))
         summary.layers.append(
             LayerChange(
                 name,
@@ -251,6 +258,9 @@ def structurize(
                 kind=dense.kind,
             )
         )
+    for name, layer in built:
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name), child, layer)
     return summary
 
 
