@@ -48,7 +48,7 @@ def make_weights_exact(model: nn.Module, spec: str) -> None:
         dense = dense_layer(module)
         if dense is None:
             continue
-        exact = EinsumLinear(spec, dense.d_in, dense.d_out)
+        exact = EinsumLinear(spec, dense.d_in, dense.d_out).to(dense.matrix.dtype)
         assert exact.padding == 0
         for core in exact.cores:
             core.param.normal_(0.0, core.init_std * 2)
@@ -91,7 +91,8 @@ def test_gpt2_patterns_that_match_nothing_name_the_layer_types() -> None:
 
 
 def test_llama_linears_are_structurized_exactly() -> None:
-    model = tiny_llama()
+    # float64: in float32, 14 re-associated layers put the odd logit 1e-4 off (rounding, not structure)
+    model = tiny_llama().double()
     make_weights_exact(model, "btt")
     tokens = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(2))
     before = model(tokens).logits
@@ -105,7 +106,7 @@ def test_llama_linears_are_structurized_exactly() -> None:
     assert {c.kind for c in summary.replaced} == {"Linear"} and len(summary.replaced) == 14
     assert max(c.projection_error for c in summary.replaced) < 1e-5
     assert summary.params_after < summary.params_before / 4
-    torch.testing.assert_close(model(tokens).logits, before, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(model(tokens).logits, before, rtol=1e-9, atol=1e-9)
     with pytest.raises(
         SurgeryError, match=r"exclude=\['\*'\] match none of the model's 1 replaceable layers \('lm_head'\)"
     ):
