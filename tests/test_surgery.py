@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 
 import pytest
 import torch
@@ -185,6 +186,38 @@ def test_structurize_leaves_multihead_attention_out_proj_dense() -> None:
     skipped = next(c for c in summary.layers if c.name == "self_attn.out_proj")
     assert "out_proj.weight" in skipped.skipped and type(layer.self_attn.out_proj) is not EinsumLinear
     assert layer(torch.randn(2, 7, 96)).shape == (2, 7, 96)
+
+
+def _exactly_btt_feedforward(block: nn.TransformerEncoderLayer) -> None:
+    """linear1/linear2 weights with BTT's exact structure, so an exact projection changes nothing."""
+    for name in ("linear1", "linear2"):
+        dense = getattr(block, name)
+        with torch.no_grad():
+            dense.weight.copy_(EinsumLinear("btt", dense.in_features, dense.out_features).to_dense())
+
+
+def test_structurized_torch_encoder_runs_in_eval_mode_and_computes_the_same() -> None:
+    """Eval mode's fused kernels read linear1/linear2.weight; structurize sends encoders down their unfused path."""
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(d_model=64, nhead=4, dim_feedforward=256, batch_first=True, dropout=0.0)
+    encoder = nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=True).eval()
+    layer.eval()
+    for block in (layer, *encoder.layers):
+        _exactly_btt_feedforward(block)
+    x = torch.randn(3, 10, 64)
+    pad = torch.zeros(3, 10, dtype=torch.bool)
+    pad[1, 6:] = True  # with a padding mask the encoder takes its nested-tensor path
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The PyTorch API of nested tensors", UserWarning)  # dense's fused path
+        before = (layer(x), encoder(x), encoder(x, src_key_padding_mask=pad))
+    with torch.no_grad():
+        assert len(structurize(layer, "btt", init="project").replaced) == 2
+        assert len(structurize(encoder, "btt", init="project").replaced) == 4
+        assert isinstance(layer.linear1, EinsumLinear) and isinstance(encoder.layers[1].linear2, EinsumLinear)
+        torch.testing.assert_close(layer(x), before[0], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(encoder(x), before[1], rtol=1e-4, atol=1e-4)
+        padded = encoder(x, src_key_padding_mask=pad)
+        torch.testing.assert_close(padded[~pad], before[2][~pad], rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("spec", PROJECTABLE)

@@ -261,7 +261,28 @@ def structurize(
     for name, layer in built:
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name), child, layer)
+    _close_fused_encoder_paths(model)
     return summary
+
+
+def _close_fused_encoder_paths(model: nn.Module) -> None:
+    """Send structured torch Transformer encoders down their unfused path, which calls the layers.
+
+    In eval mode ``nn.TransformerEncoderLayer`` (and ``nn.TransformerEncoder``, for nested
+    tensors) hand ``linear1.weight`` and ``linear2.weight`` to a fused kernel instead of calling
+    them; a structured layer has no dense weight. ``activation_relu_or_gelu`` and
+    ``use_nested_tensor`` only gate those fused paths: turning them off computes the same.
+    """
+    structured = set()
+    for module in model.modules():
+        if isinstance(module, nn.TransformerEncoderLayer) and not (
+            isinstance(module.linear1, nn.Linear) and isinstance(module.linear2, nn.Linear)
+        ):
+            module.activation_relu_or_gelu = 0
+            structured.add(id(module))
+    for module in model.modules():
+        if isinstance(module, nn.TransformerEncoder) and any(id(m) in structured for m in module.layers):
+            module.use_nested_tensor = False
 
 
 def linear_factory(spec: SpecLike, **kwargs: Any) -> Callable[..., nn.Module]:
