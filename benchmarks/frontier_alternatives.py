@@ -8,6 +8,8 @@ the gap:
 
 - ``parameter growth`` (the default since this table): the fitted exponent scaled past the
   last rung by (1 + nu - omega) / (1 + nu), :func:`structsearch.frontier.parameter_growth`;
+  two other scalings were tried beside it and are kept here for the record: ``1 - omega`` and
+  the parameter growth times psi (rank growth as well);
 - ``last rung``: the largest rung's measured loss (no extrapolation);
 - ``shrunk slope``: each candidate's exponent pulled halfway to the study's mean exponent
   (the slope from three rungs is the noisy part of the fit);
@@ -38,8 +40,10 @@ from scipy.optimize import least_squares
 from scipy.stats import spearmanr
 
 import structsearch.evaluation as evaluation
-from structsearch.frontier import frontier_score
+from structsearch.frontier import extrapolate, frontier_score, parameter_growth
+from structsearch.scaling import fit_power_law, pareto_frontier
 from structsearch.spec import parse_spec
+from structsearch.taxonomy import exponents
 
 WIDTHS = [64, 96, 128, 192, 256, 384, 512, 768, 1024]
 CASES = [(1e11, 3e9), (3e10, 1e9), (1e11, 1e10)]  # (target, per-candidate budget)
@@ -79,6 +83,19 @@ def sizes_by_width(cache: dict) -> dict[str, tuple[np.ndarray, np.ndarray, np.nd
 
 def _log_xy(run: dict) -> tuple[np.ndarray, np.ndarray]:
     return np.log([r[0] for r in run["rungs"]]), np.log([r[1] for r in run["rungs"]])
+
+
+def scaled_slope(runs: list[dict], target: float, factors: list[float]) -> list[float]:
+    """The fitted exponent times each structure's factor past its last rung (frontier.extrapolate)."""
+    out = []
+    for run, factor in zip(runs, factors, strict=True):
+        frontier = pareto_frontier([(c, v) for c, v, *_ in run["rungs"]])
+        if len(frontier) < 2:
+            out.append(frontier[-1][1])
+            continue
+        fit = fit_power_law(*zip(*frontier, strict=True))
+        out.append(extrapolate(fit, frontier[-1][0], target, factor))
+    return out
 
 
 def shrunk_slope(runs: list[dict], target: float, keep: float = 0.5) -> list[float]:
@@ -155,6 +172,14 @@ def main() -> None:
             scores = {
                 "own power law (exponent as fitted)": [r["score"] for r in runs],
                 "parameter growth (the default)": [r["grown"] for r in runs],
+                "tried: x (1 - omega)": scaled_slope(
+                    runs, target, [1 - float(exponents(parse_spec(x)).omega) for x in specs]
+                ),
+                "tried: parameter growth x psi": scaled_slope(
+                    runs,
+                    target,
+                    [parameter_growth(parse_spec(x)) * float(exponents(parse_spec(x)).psi) for x in specs],
+                ),
                 "last rung": [r["rungs"][-1][1] for r in runs],
                 "shrunk slope (half-way)": shrunk_slope(runs, target),
                 "shared floor E": shared_floor(runs, target),
