@@ -28,7 +28,7 @@ def export_document(
     from structsearch import __version__
     from structsearch.engine._references import stored_references
     from structsearch.engine._runner import _versions
-    from structsearch.engine._scorers import study_target_flops
+    from structsearch.engine._scorers import study_slope_rule, study_target_flops
     from structsearch.engine._storage import load_existing_study
     from structsearch.errors import StudyError
     from structsearch.reporting import trial_rows
@@ -83,6 +83,7 @@ def export_document(
                     "train_flops": r.get("train_flops"),
                     "evaluator": config.get("evaluator"),
                     "target_flops": study_target_flops(config),
+                    "slope_rule": study_slope_rule(config),
                     "versions": stored_versions,
                 },
                 "confirmation": _confirmed(confirmation, r.get("paper"), rank),

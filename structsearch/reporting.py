@@ -252,14 +252,15 @@ def _comparison_sentence(c: dict[str, Any]) -> str:
 
 def _scoring(config: dict[str, Any]) -> str:
     """How the study trains its candidates, for the report's head line."""
-    from structsearch.engine._scorers import study_target_flops
+    from structsearch.engine._scorers import study_slope_rule, study_target_flops
 
     width = config.get("width")
     target = study_target_flops(config)  # None unless the study is frontier-scored
     if target is None:
         return f"width {width}"
     # the ladder chooses the training widths; the search width only sizes the params and MACs columns
-    return f"frontier scoring at {target:.3g} FLOPs (params and MACs at width {width})"
+    rule = study_slope_rule(config)
+    return f"frontier scoring at {target:.3g} FLOPs, {rule} slope (params and MACs at width {width})"
 
 
 def _throughput(rows: list[dict[str, Any]]) -> str:

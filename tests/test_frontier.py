@@ -221,6 +221,8 @@ def test_paired_test_agrees_with_scipy_and_says_tied_within_noise():
         (["--target-flops", "lots"], "--target-flops: expected a number of FLOPs like 1e9"),
         (["--target-flops", "1e12", "--evaluator", "proxy"], "target_flops: only the frontier evaluator"),
         (["--pruner", "sometimes"], "--pruner: invalid choice"),
+        (["--slope-rule", "steep"], "--slope-rule: invalid choice"),
+        (["--slope-rule", "fitted", "--evaluator", "proxy"], "slope_rule: only the frontier evaluator"),
     ],
 )
 def test_bad_target_flops_and_pruner_exit_2_with_one_line(tmp_path, args, message):
@@ -271,11 +273,12 @@ def test_search_confirms_the_best_and_report_and_export_say_what_the_scores_are(
     rep = report("c", runs_dir=tmp_path)
     assert rep.score_label.startswith("predicted mse at 1e+10 FLOPs")
     head = str(rep.__rich__().renderables[0])  # the ladder picks widths: the head names the scoring, not a width
-    assert "frontier scoring at 1e+10 FLOPs (params and MACs at width 64)" in head
+    assert "frontier scoring at 1e+10 FLOPs, parameter-growth slope (params and MACs at width 64)" in head
     assert list(rep.references) == ["dense", "btt"] and rep.confirmation == conf
     assert (tmp_path / "c" / "frontiers.png").stat().st_size > 0
     doc = export("c", top=2, runs_dir=tmp_path)
     best = doc["specs"][0]
+    assert best["provenance"]["slope_rule"] == "parameter-growth"
     assert best["score"]["label"].startswith("predicted mse at 1e+10 FLOPs")
     assert best["score"]["kind"] == "predicted"
     assert best["confirmation"]["comparisons"][0]["verdict"] in ("better", "same structure")
@@ -390,3 +393,16 @@ def test_a_study_keeps_its_slope_rule_when_resumed(tmp_path, monkeypatch):
     assert search("kronecker", trials=2, study="made", slope_rule="fitted", **common).resumed
     with pytest.raises(TaskError, match="slope_rule: only the frontier evaluator"):
         search("kronecker", trials=1, study="p", evaluate_fn="proxy", slope_rule="fitted", **common)
+
+
+def test_the_report_draws_the_bent_line_the_score_was_read_from(synthetic):
+    from structsearch.engine._scorers import score_attrs
+    from structsearch.reporting import _fit_line
+
+    r = frontier_score("kronecker", "mlp-regression", budget=1e10, target_flops=3e11)
+    fit = score_attrs(r)["fit"]
+    assert fit["slope_factor"] == pytest.approx(2 / 3) and fit["largest"] == r.frontier[-1][0]
+    assert _fit_line(fit, np.array([3e11]))[0] == pytest.approx(r.score, rel=1e-9)
+    assert _fit_line(fit, np.array([2e9]))[0] == pytest.approx(A * 2e9**-B, rel=1e-6)  # within the ladder: as fitted
+    plain = score_attrs(frontier_score("btt", "mlp-regression", budget=1e10, target_flops=3e11))["fit"]
+    assert "slope_factor" not in plain
