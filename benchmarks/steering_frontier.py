@@ -45,11 +45,16 @@ def _name(target: float) -> str:
 def score_grid(budget: float, target: float, seeds: list[int], threads: int) -> dict[str, dict[str, Any]]:
     """Every grid point's frontier score per training seed (``{paper: {seed: entry}}``), cached."""
     import torch
+    from frontier_fidelity import cached_evaluate
+    from frontier_truth import load_cache
 
-    from structsearch.frontier import frontier_score
+    import structsearch.evaluation as evaluation
+    from structsearch.frontier import DEFAULT_SLOPE_RULE, frontier_score
 
     torch.set_num_threads(threads)
-    setting = {"task": TASK, "budget": budget, "target": target}
+    rungs = RESULTS / "steering_frontier_rungs.jsonl"  # every rung once: targets and slope rules share them
+    evaluation.evaluate = cached_evaluate(load_cache(rungs), rungs, TASK)
+    setting = {"task": TASK, "budget": budget, "target": target, "slope_rule": DEFAULT_SLOPE_RULE}
     path = RESULTS / f"{_name(target)}_cache.json"
     cache = json.loads(path.read_text()) if path.exists() else {"setting": setting, "scores": {}}
     if cache["setting"] != setting:
