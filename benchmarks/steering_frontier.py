@@ -7,7 +7,9 @@ than that objective's seed noise. Here the objective is the search's default
 
 1. The grid of bench_steering.py (every canonical point of the full space on the lattice of
    thirds) is scored with each training seed of ``--train-seeds``; cached in
-   ``results/steering_frontier_<target>_cache.json``, so an interrupted run resumes.
+   ``results/steering_frontier_<target>_cache.json``, so an interrupted run resumes, and every
+   rung's training in ``results/steering_frontier_rungs.jsonl``, so other targets and slope
+   rules rescore the same ladders without training.
 2. A point's value is its mean score over those seeds. The noise: the pooled relative standard
    deviation of one seed's score, s. Two means of n seeds differ by noise alone within
    1.96 * s * sqrt(2 / n) (relative), so every point within that band of the best mean is as
