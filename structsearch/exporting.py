@@ -55,7 +55,8 @@ def export_document(
             "kind": r.get("score_kind"),
             "band_95": [r.get("prediction_low"), r.get("prediction_high")] if r.get("prediction_low") else None,
             "warnings": r.get("warnings") or [],
-            "macs": r.get("eval_macs") or r.get("macs"),
+            "macs": r.get("eval_macs") or r.get("macs"),  # every linear layer of the model it trained
+            "width": r.get("eval_width") or config.get("width"),
         }
         specs.append(
             {
@@ -100,7 +101,9 @@ def export_document(
         "budget": config.get("budget"),
         "seed": config.get("seed"),
         "width": config.get("width"),
-        "note": "theta per class alpha..rho; load with EinsumLinear.from_spec(path, d_in, d_out, index=k)",
+        "note": "theta per class alpha..rho; load with EinsumLinear.from_spec(path, d_in, d_out, index=k). "
+        "params and macs: one width x width layer at the study's width; score.macs: every linear layer of the "
+        "model the score trained, per input vector, at score.width",
         "score_label": rows[0].get("score_label") or "loss",
         "references": {
             name: {k: ref.get(k) for k in ("paper", "loss", "score_label", "score_kind", "final_loss")}

@@ -279,6 +279,8 @@ def test_search_confirms_the_best_and_report_and_export_say_what_the_scores_are(
     doc = export("c", top=2, runs_dir=tmp_path)
     best = doc["specs"][0]
     assert best["provenance"]["slope_rule"] == "parameter-growth"
+    trial = load_existing_study("c", runs_dir=tmp_path)[0].trials[best["provenance"]["trial"]]
+    assert best["score"]["width"] == trial.user_attrs["ladder"][-1]["width"] != doc["width"]  # the widest rung
     assert best["score"]["label"].startswith("predicted mse at 1e+10 FLOPs")
     assert best["score"]["kind"] == "predicted"
     assert best["confirmation"]["comparisons"][0]["verdict"] in ("better", "same structure")
