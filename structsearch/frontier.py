@@ -485,6 +485,7 @@ def _summarise(
     fit = fit_power_law(*zip(*frontier, strict=True)) if len(frontier) >= 2 else None
     measured = min((v for _, v in frontier), default=None)
     prediction, band = None, None
+    bent = fit is not None and target > frontier[-1][0]  # the slope factor applies past the frontier only
     if fit is not None:
         largest = frontier[-1][0]
         prediction = extrapolate(fit, largest, target, slope_factor)
@@ -513,7 +514,7 @@ def _summarise(
         status=status,  # type: ignore[arg-type]
         score=score,
         score_kind=kind,  # type: ignore[arg-type]
-        score_label=score_label(kind, target, widths, metric, slope_factor),
+        score_label=score_label(kind, target, widths, metric, slope_factor if bent else 1.0),
         target_flops=target,
         prediction=prediction,
         prediction_low=band[0] if band else None,

@@ -406,3 +406,10 @@ def test_the_report_draws_the_bent_line_the_score_was_read_from(synthetic):
     assert _fit_line(fit, np.array([2e9]))[0] == pytest.approx(A * 2e9**-B, rel=1e-6)  # within the ladder: as fitted
     plain = score_attrs(frontier_score("btt", "mlp-regression", budget=1e10, target_flops=3e11))["fit"]
     assert "slope_factor" not in plain
+
+
+def test_a_target_inside_the_ladder_is_not_labelled_as_bent(synthetic):
+    """Below the last rung the fit is read as fitted, so the label must not claim a scaled exponent."""
+    inside = frontier_score("kronecker", "mlp-regression", budget=1e10, target_flops=2e9)
+    assert inside.score_kind == "predicted" and inside.prediction == pytest.approx(A * 2e9**-B, rel=1e-6)
+    assert "parameter sharing" not in inside.score_label
