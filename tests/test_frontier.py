@@ -413,3 +413,14 @@ def test_a_target_inside_the_ladder_is_not_labelled_as_bent(synthetic):
     inside = frontier_score("kronecker", "mlp-regression", budget=1e10, target_flops=2e9)
     assert inside.score_kind == "predicted" and inside.prediction == pytest.approx(A * 2e9**-B, rel=1e-6)
     assert "parameter sharing" not in inside.score_label
+
+
+def test_the_search_result_names_the_slope_rule_the_study_scores_with(tmp_path, monkeypatch):
+    """`search --json` prints the session's config: its slope rule is the one used, not the argument's None."""
+    monkeypatch.setattr(evaluation, "evaluate", Synthetic())
+    common = dict(task="mlp-regression", budget=1e9, width=64, runs_dir=tmp_path, pruner="none", progress=False)
+    common.update(confirm=False, references=False)
+    assert search("kronecker", trials=1, study="d", **common).config["slope_rule"] == "parameter-growth"
+    search("kronecker", trials=1, study="f", slope_rule="fitted", **common)
+    assert search("kronecker", trials=2, study="f", **common).config["slope_rule"] == "fitted"
+    assert search("kronecker", trials=1, study="p", evaluate_fn="proxy", **common).config["slope_rule"] is None

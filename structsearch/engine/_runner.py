@@ -405,8 +405,9 @@ def search(
         raise SpaceError(f"space {space_obj.name}: continuous (step: null); --sampler grid needs a space with a step")
     location = open_storage(name, storage, runs_dir)
     study_obj, resumed, watch = _open_study(name, location, pareto, objective, config, study_pruner)
+    config["slope_rule"] = study_slope_rule(study_obj.user_attrs[CONFIG_ATTR])  # resolved: the study's own
     if isinstance(fn, FrontierScorer):
-        fn.slope_rule = study_slope_rule(study_obj.user_attrs[CONFIG_ATTR]) or fn.slope_rule
+        fn.slope_rule = config["slope_rule"] or fn.slope_rule
     session_seed = seed + 7919 * len(study_obj.get_trials(deepcopy=False))
     opt_sampler, enqueue = _make_sampler(sampler, pool, space_obj, session_seed, pareto, trials)
     if enqueue and not resumed:
