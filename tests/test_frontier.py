@@ -19,6 +19,7 @@ from optuna.trial import TrialState
 from scipy import stats
 
 import structsearch.evaluation as evaluation
+import structsearch.frontier as frontier
 from structsearch.confirmation import mean_interval, paired_comparison
 from structsearch.engine import FrontierScorer, dominated_by_dense, load_existing_study, search
 from structsearch.errors import TaskError
@@ -424,3 +425,20 @@ def test_the_search_result_names_the_slope_rule_the_study_scores_with(tmp_path, 
     search("kronecker", trials=1, study="f", slope_rule="fitted", **common)
     assert search("kronecker", trials=2, study="f", **common).config["slope_rule"] == "fitted"
     assert search("kronecker", trials=1, study="p", evaluate_fn="proxy", **common).config["slope_rule"] is None
+
+
+def test_the_frontier_named_as_recorded_is_the_frontier_scorer(tmp_path, monkeypatch):
+    """--evaluator structsearch.frontier:frontier_score (the name a study records) scores with the study's rule."""
+    from structsearch.engine import resolve_evaluator
+
+    fn, name = resolve_evaluator("structsearch.frontier:frontier_score", slope_rule="fitted")
+    assert isinstance(fn, FrontierScorer) and fn.slope_rule == "fitted" and name.endswith(":frontier_score")
+    monkeypatch.setattr(evaluation, "evaluate", Synthetic())
+    monkeypatch.setattr(frontier, "parameter_growth", lambda spec: 0.5)  # every candidate would bend
+    common = dict(task="mlp-regression", budget=1e9, width=64, runs_dir=tmp_path, pruner="none", progress=False)
+    common.update(confirm=False, references=False)
+    search("kronecker", trials=1, study="f", slope_rule="fitted", **common)
+    search("kronecker", trials=2, study="f", evaluate_fn="structsearch.frontier:frontier_score", **common)
+    loaded, _ = load_existing_study("f", runs_dir=tmp_path)
+    labels = [t.user_attrs.get("score_label", "") for t in loaded.trials if t.user_attrs.get("score_kind")]
+    assert len(labels) == 2 and not any("parameter sharing" in label for label in labels)

@@ -25,6 +25,7 @@ from structsearch.engine._objective import EvaluateFn, Objective, TrialOutcome, 
 from structsearch.engine._pruning import make_pruner
 from structsearch.engine._references import ensure_references, stored_references
 from structsearch.engine._scorers import (
+    FRONTIER_EVALUATOR,
     TRAINERS,
     FrontierScorer,
     check_budget_buys_a_step,
@@ -367,6 +368,8 @@ def search(
     pareto = objective == "pareto"
     sampler = sampler or ("nsga2" if pareto else "tpe")
     _check_arguments(objective, sampler, trials, max_trainings, budget, width, seed, confirm_top, confirm_seeds)
+    if evaluate_fn == FRONTIER_EVALUATOR:  # the frontier named as a study records it: the built-in scorer
+        evaluate_fn = "frontier"
     fn, evaluator_name = resolve_evaluator(
         evaluate_fn, target_flops=target_flops, threads=threads, slope_rule=slope_rule
     )
