@@ -445,3 +445,15 @@ def test_the_frontier_named_as_recorded_is_the_frontier_scorer(tmp_path, monkeyp
     loaded, _ = load_existing_study("f", runs_dir=tmp_path)
     labels = [t.user_attrs.get("score_label", "") for t in loaded.trials if t.user_attrs.get("score_kind")]
     assert len(labels) == 2 and not any("parameter sharing" in label for label in labels)
+
+
+def test_the_far_target_caution_quotes_the_measurement_of_the_rule_in_use(capsys: pytest.CaptureFixture[str]) -> None:
+    """--slope-rule fitted ranked at 0.20-0.63 at 30x (frontier_fidelity_3e10.json, frontier_fidelity.json)."""
+    from structsearch.cli.search_cmd import _caution_far_target
+    from structsearch.frontier import lookahead_note
+
+    note = lookahead_note(1e9, 1e11, slope_rule="fitted")
+    assert note is not None and "0.20-0.63 at 30x" in note and "0.69-0.74 at 10x" in note
+    args = argparse.Namespace(evaluator=None, target_flops=1e11, budget=1e9, task="mlp-regression", slope_rule="fitted")
+    _caution_far_target(args)
+    assert "0.20-0.63 at 30x" in capsys.readouterr().err
