@@ -37,6 +37,7 @@ only for the rungs it ran.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -44,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from structsearch.errors import BudgetError, SizeError, TaskError
 from structsearch.scaling import PowerLawFit, fit_power_law, pareto_frontier
-from structsearch.spec import Spec, parse_spec
+from structsearch.spec import Spec
 
 __all__ = [
     "DEFAULT_LADDER",
@@ -290,7 +291,7 @@ def parameter_growth(spec: Spec) -> float:
     Params ~ d^(1+nu-omega) and FLOPs ~ d^(1+nu) (taxonomy.md 3), so this is 1 for every
     structure without parameter sharing (dense, low rank, BTT) and below 1 with it.
 
-    >>> parameter_growth(parse_spec("kronecker")), parameter_growth(parse_spec("btt"))
+    >>> parameter_growth(Spec.parse("kronecker")), parameter_growth(Spec.parse("btt"))
     (0.6666666666666666, 1.0)
     """
     from structsearch.taxonomy import exponents
@@ -407,7 +408,7 @@ def _rung(
 
 
 def frontier_score(
-    spec: str | Mapping[str, Any] | Spec,
+    spec: str | Mapping[str, Any] | Spec | os.PathLike,
     task: str | Any = "mlp-regression",
     budget: float | None = None,
     seed: int = 0,
@@ -429,10 +430,11 @@ def frontier_score(
     past the largest rung. ``width`` is accepted for the search's evaluator signature and
     ignored: the ladder allocates widths. Never raises for divergence.
     """
+    from structsearch.layers import load_spec
     from structsearch.tasks import get_task
 
     del width  # the ladder allocates widths
-    spec = parse_spec(spec)
+    spec = load_spec(spec)  # a name, a theta or an exported spec file, as evaluate() takes them
     task_obj = get_task(task, **dict(task_options or {}))
     budget = float(task_obj.budget) if budget is None else budget
     if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not math.isfinite(budget) or budget <= 0:

@@ -457,3 +457,14 @@ def test_the_far_target_caution_quotes_the_measurement_of_the_rule_in_use(capsys
     args = argparse.Namespace(evaluator=None, target_flops=1e11, budget=1e9, task="mlp-regression", slope_rule="fitted")
     _caution_far_target(args)
     assert "0.20-0.63 at 30x" in capsys.readouterr().err
+
+
+def test_frontier_score_takes_an_exported_spec_file_as_evaluate_does(synthetic, tmp_path):
+    pytest.importorskip("torch")
+    import json
+
+    path = tmp_path / "best.json"
+    path.write_text(json.dumps({"specs": [{"theta": parse_spec("kronecker").as_dict()}]}))
+    for spec in (path, str(path)):
+        r = frontier_score(spec, "mlp-regression", budget=1e10, target_flops=3e11)
+        assert r.spec == parse_spec("kronecker").paper and r.slope_factor == pytest.approx(2 / 3)
