@@ -19,6 +19,7 @@ from optuna.trial import TrialState
 from scipy import stats
 
 import structsearch.evaluation as evaluation
+import structsearch.frontier as frontier
 from structsearch.confirmation import mean_interval, paired_comparison
 from structsearch.engine import FrontierScorer, dominated_by_dense, load_existing_study, search
 from structsearch.errors import TaskError
@@ -373,11 +374,14 @@ def test_a_study_keeps_its_slope_rule_when_resumed(tmp_path, monkeypatch):
     from structsearch.errors import StudyError
 
     monkeypatch.setattr(evaluation, "evaluate", Synthetic())
+    # the space's first picks share no parameters: make every candidate's exponent bend under the default rule
+    monkeypatch.setattr(frontier, "parameter_growth", lambda spec: 0.5)
     common = dict(task="mlp-regression", budget=1e9, width=64, runs_dir=tmp_path, pruner="none", progress=False)
     common.update(confirm=False, references=False)
     search("kronecker", trials=1, study="made", **common)
-    loaded, _ = load_existing_study("made", runs_dir=tmp_path)
-    assert loaded.user_attrs["structsearch"]["slope_rule"] == "parameter-growth"  # the default, stored resolved
+    made, _ = load_existing_study("made", runs_dir=tmp_path)
+    assert all("parameter sharing" in t.user_attrs["score_label"] for t in made.trials)
+    assert made.user_attrs["structsearch"]["slope_rule"] == "parameter-growth"  # the default, stored resolved
 
     search("kronecker", trials=1, study="f", slope_rule="fitted", **common)
     again = search("kronecker", trials=2, study="f", **common)  # not named: the study's own rule
@@ -408,3 +412,61 @@ def test_the_report_draws_the_bent_line_the_score_was_read_from(synthetic):
     assert _fit_line(fit, np.array([2e9]))[0] == pytest.approx(A * 2e9**-B, rel=1e-6)  # within the ladder: as fitted
     plain = score_attrs(frontier_score("btt", "mlp-regression", budget=1e10, target_flops=3e11))["fit"]
     assert "slope_factor" not in plain
+
+
+def test_a_target_inside_the_ladder_is_not_labelled_as_bent(synthetic):
+    """Below the last rung the fit is read as fitted, so the label must not claim a scaled exponent."""
+    inside = frontier_score("kronecker", "mlp-regression", budget=1e10, target_flops=2e9)
+    assert inside.score_kind == "predicted" and inside.prediction == pytest.approx(A * 2e9**-B, rel=1e-6)
+    assert "parameter sharing" not in inside.score_label
+
+
+def test_the_search_result_names_the_slope_rule_the_study_scores_with(tmp_path, monkeypatch):
+    """`search --json` prints the session's config: its slope rule is the one used, not the argument's None."""
+    monkeypatch.setattr(evaluation, "evaluate", Synthetic())
+    common = dict(task="mlp-regression", budget=1e9, width=64, runs_dir=tmp_path, pruner="none", progress=False)
+    common.update(confirm=False, references=False)
+    assert search("kronecker", trials=1, study="d", **common).config["slope_rule"] == "parameter-growth"
+    search("kronecker", trials=1, study="f", slope_rule="fitted", **common)
+    assert search("kronecker", trials=2, study="f", **common).config["slope_rule"] == "fitted"
+    assert search("kronecker", trials=1, study="p", evaluate_fn="proxy", **common).config["slope_rule"] is None
+
+
+def test_the_frontier_named_as_recorded_is_the_frontier_scorer(tmp_path, monkeypatch):
+    """--evaluator structsearch.frontier:frontier_score (the name a study records) scores with the study's rule."""
+    from structsearch.engine import resolve_evaluator
+
+    fn, name = resolve_evaluator("structsearch.frontier:frontier_score", slope_rule="fitted")
+    assert isinstance(fn, FrontierScorer) and fn.slope_rule == "fitted" and name.endswith(":frontier_score")
+    monkeypatch.setattr(evaluation, "evaluate", Synthetic())
+    monkeypatch.setattr(frontier, "parameter_growth", lambda spec: 0.5)  # every candidate would bend
+    common = dict(task="mlp-regression", budget=1e9, width=64, runs_dir=tmp_path, pruner="none", progress=False)
+    common.update(confirm=False, references=False)
+    search("kronecker", trials=1, study="f", slope_rule="fitted", **common)
+    search("kronecker", trials=2, study="f", evaluate_fn="structsearch.frontier:frontier_score", **common)
+    loaded, _ = load_existing_study("f", runs_dir=tmp_path)
+    labels = [t.user_attrs.get("score_label", "") for t in loaded.trials if t.user_attrs.get("score_kind")]
+    assert len(labels) == 2 and not any("parameter sharing" in label for label in labels)
+
+
+def test_the_far_target_caution_quotes_the_measurement_of_the_rule_in_use(capsys: pytest.CaptureFixture[str]) -> None:
+    """--slope-rule fitted ranked at 0.20-0.63 at 30x (frontier_fidelity_3e10.json, frontier_fidelity.json)."""
+    from structsearch.cli.search_cmd import _caution_far_target
+    from structsearch.frontier import lookahead_note
+
+    note = lookahead_note(1e9, 1e11, slope_rule="fitted")
+    assert note is not None and "0.20-0.63 at 30x" in note and "0.69-0.74 at 10x" in note
+    args = argparse.Namespace(evaluator=None, target_flops=1e11, budget=1e9, task="mlp-regression", slope_rule="fitted")
+    _caution_far_target(args)
+    assert "0.20-0.63 at 30x" in capsys.readouterr().err
+
+
+def test_frontier_score_takes_an_exported_spec_file_as_evaluate_does(synthetic, tmp_path):
+    pytest.importorskip("torch")
+    import json
+
+    path = tmp_path / "best.json"
+    path.write_text(json.dumps({"specs": [{"theta": parse_spec("kronecker").as_dict()}]}))
+    for spec in (path, str(path)):
+        r = frontier_score(spec, "mlp-regression", budget=1e10, target_flops=3e11)
+        assert r.spec == parse_spec("kronecker").paper and r.slope_factor == pytest.approx(2 / 3)

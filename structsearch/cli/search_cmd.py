@@ -9,7 +9,7 @@ from structsearch.cli._common import emit, flops, positive_int, seed_value
 from structsearch.cli._workers import gather, with_workers
 from structsearch.engine._pruning import DEFAULT_PRUNER, PRUNERS
 from structsearch.errors import StructSearchError
-from structsearch.frontier import SLOPE_RULES, TARGET_MULTIPLE, lookahead_note
+from structsearch.frontier import DEFAULT_SLOPE_RULE, SLOPE_RULES, TARGET_MULTIPLE, lookahead_note
 
 __all__ = ["register", "run"]
 
@@ -180,7 +180,8 @@ def _caution_far_target(args: argparse.Namespace) -> None:
         from structsearch.tasks import get_task
 
         budget = float(args.budget) if args.budget is not None else float(get_task(args.task).budget)
-        note = lookahead_note(budget, float(args.target_flops))
+        rule = getattr(args, "slope_rule", None) or DEFAULT_SLOPE_RULE  # a resumed study's own rule is not known here
+        note = lookahead_note(budget, float(args.target_flops), rule)
     except (StructSearchError, ValueError, TypeError, ZeroDivisionError):  # search() reports bad input properly
         return
     if note:

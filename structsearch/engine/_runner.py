@@ -25,6 +25,7 @@ from structsearch.engine._objective import EvaluateFn, Objective, TrialOutcome, 
 from structsearch.engine._pruning import make_pruner
 from structsearch.engine._references import ensure_references, stored_references
 from structsearch.engine._scorers import (
+    FRONTIER_EVALUATOR,
     TRAINERS,
     FrontierScorer,
     check_budget_buys_a_step,
@@ -367,6 +368,8 @@ def search(
     pareto = objective == "pareto"
     sampler = sampler or ("nsga2" if pareto else "tpe")
     _check_arguments(objective, sampler, trials, max_trainings, budget, width, seed, confirm_top, confirm_seeds)
+    if evaluate_fn == FRONTIER_EVALUATOR:  # the frontier named as a study records it: the built-in scorer
+        evaluate_fn = "frontier"
     fn, evaluator_name = resolve_evaluator(
         evaluate_fn, target_flops=target_flops, threads=threads, slope_rule=slope_rule
     )
@@ -405,8 +408,9 @@ def search(
         raise SpaceError(f"space {space_obj.name}: continuous (step: null); --sampler grid needs a space with a step")
     location = open_storage(name, storage, runs_dir)
     study_obj, resumed, watch = _open_study(name, location, pareto, objective, config, study_pruner)
+    config["slope_rule"] = study_slope_rule(study_obj.user_attrs[CONFIG_ATTR])  # resolved: the study's own
     if isinstance(fn, FrontierScorer):
-        fn.slope_rule = study_slope_rule(study_obj.user_attrs[CONFIG_ATTR]) or fn.slope_rule
+        fn.slope_rule = config["slope_rule"] or fn.slope_rule
     session_seed = seed + 7919 * len(study_obj.get_trials(deepcopy=False))
     opt_sampler, enqueue = _make_sampler(sampler, pool, space_obj, session_seed, pareto, trials)
     if enqueue and not resumed:

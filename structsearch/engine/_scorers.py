@@ -18,6 +18,7 @@ from structsearch.errors import TaskError
 
 __all__ = [
     "EVALUATORS",
+    "FRONTIER_EVALUATOR",
     "FrontierScorer",
     "check_budget_buys_a_step",
     "resolve_evaluator",
@@ -29,6 +30,8 @@ __all__ = [
 EVALUATORS = ("frontier", "proxy", "final", "toy")
 # The scorers that train with a task's own settings (the others may not know the task).
 TRAINERS = ("frontier", "proxy", "final")
+# The name a frontier-scored study records as its evaluator (study_target_flops, study_slope_rule read it).
+FRONTIER_EVALUATOR = "structsearch.frontier:frontier_score"
 
 EvaluateFn = Callable[..., Any]
 
@@ -100,9 +103,9 @@ def resolve_evaluator(
 
     if slope_rule is not None and slope_rule not in SLOPE_RULES:
         raise TaskError(f"slope_rule: expected one of {', '.join(SLOPE_RULES)}, got {slope_rule!r}")
-    if evaluator is None or evaluator == "frontier":
+    if evaluator is None or evaluator in ("frontier", FRONTIER_EVALUATOR):  # named as a study records it, too
         scorer = FrontierScorer(target_flops, threads=threads, slope_rule=slope_rule)
-        return scorer, "structsearch.frontier:frontier_score"
+        return scorer, FRONTIER_EVALUATOR
     if target_flops is not None:
         raise TaskError("target_flops: only the frontier evaluator predicts at a target compute")
     if slope_rule is not None:
