@@ -17,12 +17,12 @@ one candidate, cheaply enough for a search:
    fits it and the score is the fit's prediction at ``target_flops``, with a 95% band from the
    log-space regression (defined from three frontier points on).
    With the default ``slope_rule="parameter-growth"``, the fitted exponent is scaled, beyond
-   the largest rung, by :func:`parameter_growth`, (1 + nu - omega) / (1 + nu): how fast the
-   structure's parameters grow with its compute (taxonomy.md 3). A structure that shares
-   parameters (omega > 0) gains less from scale than its small rungs show, the paper's
-   finding that omega governs compute-optimal scaling; without it the ranking at 33x the
-   budget falls from Spearman 0.82 to 0.63 (docs/evaluation.md 8). ``"fitted"`` uses the
-   exponent as fitted.
+   the frontier's largest compute (normally the last rung's), by :func:`parameter_growth`,
+   (1 + nu - omega) / (1 + nu): how fast the structure's parameters grow with its compute
+   (taxonomy.md 3). A structure that shares parameters (omega > 0) gains less from scale than
+   its small rungs show, the paper's finding that omega governs compute-optimal scaling;
+   without it the ranking at 33x the budget falls from Spearman 0.82 to 0.63
+   (docs/evaluation.md 8). ``"fitted"`` uses the exponent as fitted.
 3. **Checks** before the prediction is used: the fit's residual, a validation curve that
    turns up (overfitting), a prediction far outside the trained range or far below the
    measured loss. A failed check falls back to the measured loss of the best rung, with the
@@ -82,7 +82,7 @@ MAX_EXTRAPOLATION = 1000.0
 MAX_PREDICTED_DROP = 4.0
 
 RungStatus = Literal["ok", "diverged", "failed", "skipped"]
-# How the fitted exponent is carried beyond the largest rung (module docstring, item 2).
+# How the fitted exponent is carried beyond the frontier's largest compute (module docstring, item 2).
 SlopeRule = Literal["parameter-growth", "fitted"]
 SLOPE_RULES: tuple[str, ...] = ("parameter-growth", "fitted")
 DEFAULT_SLOPE_RULE: SlopeRule = "parameter-growth"
@@ -217,7 +217,9 @@ class FrontierScore(BaseModel):
     prediction_high: float | None = None
     fit: PowerLawFit | None
     slope_rule: SlopeRule = "fitted"
-    slope_factor: float = Field(default=1.0, description="the fitted exponent's multiplier beyond the largest rung")
+    slope_factor: float = Field(
+        default=1.0, description="the fitted exponent's multiplier beyond the frontier's largest compute"
+    )
     frontier: list[tuple[float, float]]
     rungs: list[Rung]
     ladder: Ladder
@@ -302,7 +304,7 @@ def parameter_growth(spec: Spec) -> float:
 
 
 def extrapolate(fit: PowerLawFit, largest: float, compute: float, slope_factor: float = 1.0) -> float:
-    """The fit's loss at ``compute``, its exponent scaled by ``slope_factor`` beyond ``largest`` (the last rung).
+    """The fit's loss at ``compute``, its exponent scaled by ``slope_factor`` beyond ``largest`` (the frontier's end).
 
     >>> fit = PowerLawFit(a=1.0, b=0.5, n_points=2, log_rmse=0.0)
     >>> extrapolate(fit, 1e4, 1e6), extrapolate(fit, 1e4, 1e6, slope_factor=0.5)
