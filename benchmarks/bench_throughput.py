@@ -8,6 +8,10 @@ Sections (each a markdown table; ``--only`` picks some):
 - ``overhead``: ms per step with each overhead change off (as main had it) and on, side by side:
   blocked data (``data_block``), deferred loss reads (``READ_EVERY``), AdamW for-loop / foreach / fused;
 - ``seeds``: one seed against S = 4 seeds in one vectorised run (``evaluate(..., seeds=...)``);
+- ``ladder``: one frontier score (a 3e9-FLOP ladder, the search's default scorer) with 10
+  validation marks per rung against the ladder's 5, side by side, and whether the overfitting
+  check (the only reader of the marks besides the final loss) decides the same on the recorded
+  curves of benchmarks/results/*.jsonl;
 - ``compile`` (not in the default run: minutes of inductor compilation): torch.compile's compile
   time against its per-step saving.
 
@@ -136,6 +140,48 @@ def seeds(repeats: int) -> list[str]:
     return rows
 
 
+def ladder(repeats: int) -> list[str]:
+    import json
+
+    from structsearch.frontier import OVERFIT_RISE, Ladder, frontier_score
+
+    specs = ["dense", "btt", "kronecker", "(1/2|0|1/2|1/6|1/2|1/3|0)"]
+    variants = {"10 marks per rung (before)": Ladder(eval_points=10), "5 marks (the default)": Ladder()}
+    times: dict[tuple[str, str], list[float]] = {}
+    scores: dict[tuple[str, str], float | None] = {}
+    for spec in specs:  # warm the per-process caches (teacher, validation set, FLOP accounts)
+        frontier_score(spec, "mlp-regression", 3e8, target_flops=3e9, threads=1)
+    for _ in range(repeats):
+        for spec in specs:
+            for name, plan in variants.items():
+                start = time.perf_counter()
+                r = frontier_score(spec, "mlp-regression", 3e9, target_flops=3e10, ladder=plan, threads=1)
+                times.setdefault((spec, name), []).append(time.perf_counter() - start)
+                scores[(spec, name)] = r.score
+    rows = ["| structure | marks | ladder s (median) | speed-up | score |", "|---|---|---:|---:|---:|"]
+    for spec in specs:
+        base = statistics.median(times[(spec, next(iter(variants)))])
+        for name in variants:
+            t = statistics.median(times[(spec, name)])
+            rows.append(f"| {spec} | {name} | {t:.3f} | {base / t:.2f}x | {scores[(spec, name)]:.5f} |")
+    n = same = flagged = 0
+    for path in Path("benchmarks/results").glob("*.jsonl"):
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            vals = [v for _, v in (row.get("curve") or [])[1:]]
+            if len(vals) != 10 or None in vals or row.get("final_loss") is None:
+                continue
+            every = row["final_loss"] > (1 + OVERFIT_RISE) * min(vals)
+            fifth = row["final_loss"] > (1 + OVERFIT_RISE) * min(vals[1::2])  # the 20%, 40%, ... marks
+            n, same, flagged = n + 1, same + (every == fifth), flagged + every
+    rows += [
+        "",
+        f"Overfitting check on {n:,} recorded 10-mark curves: the same decision from every second mark "
+        f"(5 marks) on {same:,} ({flagged} curves flagged with 10 marks).",
+    ]
+    return rows
+
+
 def compile_cost() -> list[str]:
     """torch.compile (inductor) of the mlp-regression student: compile time against the per-step saving."""
     from structsearch.evaluation import _build
@@ -183,8 +229,8 @@ def main() -> None:
     parser.add_argument(
         "--only",
         nargs="*",
-        choices=["peak", "achieved", "overhead", "seeds", "compile"],
-        default=["peak", "achieved", "overhead", "seeds"],
+        choices=["peak", "achieved", "overhead", "seeds", "ladder", "compile"],
+        default=["peak", "achieved", "overhead", "seeds", "ladder"],
         help="sections to run (default: all but compile)",
     )
     parser.add_argument("--repeats", type=int, default=3)
@@ -208,6 +254,10 @@ def main() -> None:
             lambda: overhead(args.repeats),
         ),
         "seeds": (f"Seed batching, 40 steps (median of {args.repeats})", lambda: seeds(args.repeats)),
+        "ladder": (
+            f"Validation marks per frontier rung, mlp-regression (median of {args.repeats})",
+            lambda: ladder(args.repeats),
+        ),
         "compile": ("torch.compile (inductor), mlp-regression width 128, one run", compile_cost),
     }
     for key in args.only:

@@ -470,3 +470,18 @@ def test_frontier_score_takes_an_exported_spec_file_as_evaluate_does(synthetic, 
     for spec in (path, str(path)):
         r = frontier_score(spec, "mlp-regression", budget=1e10, target_flops=3e11)
         assert r.spec == parse_spec("kronecker").paper and r.slope_factor == pytest.approx(2 / 3)
+
+
+def test_each_rung_validates_at_the_ladders_marks(monkeypatch):
+    seen = []
+
+    def recording(spec, task=None, budget=None, seed=0, width=None, eval_points=10, **kw):
+        seen.append(eval_points)
+        return Synthetic()(spec, task, budget, seed, width, **kw)
+
+    monkeypatch.setattr(evaluation, "evaluate", recording)
+    frontier_score("btt", "mlp-regression", budget=1e10)
+    frontier_score("btt", "mlp-regression", budget=1e10, ladder=Ladder(eval_points=2))
+    assert seen == [5, 5, 5, 2, 2, 2]
+    with pytest.raises(ValueError, match="greater than or equal to 1"):
+        Ladder(eval_points=0)
