@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -56,6 +56,7 @@ __all__ = [
     "Rung",
     "SlopeRule",
     "check_extrapolation",
+    "check_slope_rule",
     "extrapolate",
     "frontier_score",
     "lookahead_note",
@@ -84,8 +85,14 @@ MAX_PREDICTED_DROP = 4.0
 RungStatus = Literal["ok", "diverged", "failed", "skipped"]
 # How the fitted exponent is carried beyond the frontier's largest compute (module docstring, item 2).
 SlopeRule = Literal["parameter-growth", "fitted"]
-SLOPE_RULES: tuple[str, ...] = ("parameter-growth", "fitted")
+SLOPE_RULES: tuple[str, ...] = get_args(SlopeRule)
 DEFAULT_SLOPE_RULE: SlopeRule = "parameter-growth"
+
+
+def check_slope_rule(value: Any) -> None:
+    """Refuse anything but one of :data:`SLOPE_RULES` (``frontier_score`` and the search check alike)."""
+    if value not in SLOPE_RULES:
+        raise TaskError(f"slope_rule: expected one of {', '.join(SLOPE_RULES)}, got {value!r}")
 
 
 class Ladder(BaseModel):
@@ -249,7 +256,7 @@ class FrontierScore(BaseModel):
         return self.model_dump(mode="json")
 
 
-def lookahead_note(budget: float, target_flops: float, slope_rule: str = "parameter-growth") -> str | None:
+def lookahead_note(budget: float, target_flops: float, slope_rule: str = DEFAULT_SLOPE_RULE) -> str | None:
     """A caution when ``target_flops`` lies further ahead of ``budget`` than the default multiple.
 
     It quotes how well the score with ``slope_rule`` was measured to rank that far ahead.
@@ -450,8 +457,7 @@ def frontier_score(
     target = TARGET_MULTIPLE * budget if target_flops is None else target_flops
     if isinstance(target, bool) or not isinstance(target, (int, float)) or not math.isfinite(target) or target <= 0:
         raise TaskError(f"target_flops: expected a positive number of FLOPs, got {target_flops!r}")
-    if slope_rule not in SLOPE_RULES:
-        raise TaskError(f"slope_rule: expected one of {', '.join(SLOPE_RULES)}, got {slope_rule!r}")
+    check_slope_rule(slope_rule)
     plan = ladder.plan_for(budget, task_obj)
     rungs: list[Rung] = []
     pruned = False
@@ -465,9 +471,7 @@ def frontier_score(
             pruned = index < len(plan) - 1
             if pruned:
                 break
-    slope_factor = parameter_growth(spec) if slope_rule == "parameter-growth" else 1.0
-    summary = _summarise(spec, task_obj, rungs, ladder, budget, float(target), seed, pruned, slope_factor)
-    return summary.model_copy(update={"slope_rule": slope_rule})
+    return _summarise(spec, task_obj, rungs, ladder, budget, float(target), seed, pruned, slope_rule)
 
 
 def _achieved(rungs: Sequence[Rung]) -> float:
@@ -491,9 +495,10 @@ def _summarise(
     target: float,
     seed: int,
     pruned: bool,
-    slope_factor: float,
+    slope_rule: SlopeRule,
 ) -> FrontierScore:
     metric = str(getattr(task_obj, "metric", "loss"))
+    slope_factor = parameter_growth(spec) if slope_rule == "parameter-growth" else 1.0
     trained = [r for r in rungs if r.status != "skipped"]
     bad = next((r for r in trained if r.status in ("diverged", "failed")), None)
     frontier = pareto_frontier([(r.train_flops, r.final_loss) for r in trained if r.status == "ok" and r.final_loss])
@@ -535,6 +540,7 @@ def _summarise(
         prediction_low=band[0] if band else None,
         prediction_high=band[1] if band else None,
         fit=fit,
+        slope_rule=slope_rule,
         slope_factor=slope_factor,
         frontier=frontier,
         rungs=rungs,

@@ -354,15 +354,17 @@ def _study_score_label(trained: list[dict[str, Any]], config: dict[str, Any]) ->
 
 
 def _fit_line(fit: dict[str, Any], compute: Any) -> Any:
-    """A trial's recorded fit at ``compute``: a C^-b, its exponent scaled by ``slope_factor`` past ``largest``."""
+    """A trial's recorded fit at each of ``compute``, read as its score was (frontier.extrapolate)."""
+    import math
+
     import numpy as np
 
-    plain = fit["a"] * compute ** (-fit["b"])
-    factor, largest = fit.get("slope_factor", 1.0), fit.get("largest")
-    if largest is None or factor == 1.0:
-        return plain
-    bent = fit["a"] * largest ** (-fit["b"]) * (compute / largest) ** (-fit["b"] * factor)
-    return np.where(compute <= largest, plain, bent)
+    from structsearch.frontier import extrapolate
+    from structsearch.scaling import PowerLawFit
+
+    law = PowerLawFit.model_construct(a=fit["a"], b=fit["b"])  # what predict() reads; the rest is not recorded
+    largest, factor = fit.get("largest", math.inf), fit.get("slope_factor", 1.0)
+    return np.array([extrapolate(law, largest, float(c), factor) for c in compute])
 
 
 def plot_trial_frontiers(

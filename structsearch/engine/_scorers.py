@@ -99,10 +99,10 @@ def resolve_evaluator(
         raise TaskError(f"threads: expected a positive integer, got {threads!r}")
     if target_flops is not None and not _positive_number(target_flops):
         raise TaskError(f"target_flops: expected a positive, finite number of FLOPs, got {target_flops!r}")
-    from structsearch.frontier import SLOPE_RULES
+    from structsearch.frontier import check_slope_rule
 
-    if slope_rule is not None and slope_rule not in SLOPE_RULES:
-        raise TaskError(f"slope_rule: expected one of {', '.join(SLOPE_RULES)}, got {slope_rule!r}")
+    if slope_rule is not None:
+        check_slope_rule(slope_rule)
     if evaluator is None or evaluator in ("frontier", FRONTIER_EVALUATOR):  # named as a study records it, too
         scorer = FrontierScorer(target_flops, threads=threads, slope_rule=slope_rule)
         return scorer, FRONTIER_EVALUATOR
@@ -183,7 +183,7 @@ def study_target_flops(config: dict[str, Any]) -> float | None:
     ``None`` for other scorers. Studies made before the target was stored resolved keep ``None``
     in their config; this reads them the same way.
     """
-    if not str(config.get("evaluator", "")).endswith(":frontier_score"):
+    if not _frontier_scored(config):
         return None
     if config.get("target_flops") is not None:
         return float(config["target_flops"])
@@ -198,9 +198,14 @@ def study_slope_rule(config: dict[str, Any]) -> str | None:
 
     Studies made before the rule was recorded used the fitted exponent; they resume with it.
     """
-    if not str(config.get("evaluator", "")).endswith(":frontier_score"):
+    if not _frontier_scored(config):
         return None
     return str(config.get("slope_rule") or "fitted")
+
+
+def _frontier_scored(config: dict[str, Any]) -> bool:
+    """Whether a stored study config scores by the frontier (its evaluator is recorded as FRONTIER_EVALUATOR)."""
+    return str(config.get("evaluator", "")).endswith(":frontier_score")
 
 
 def _check_signature(fn: EvaluateFn, name: str) -> EvaluateFn:
