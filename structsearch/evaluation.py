@@ -23,11 +23,12 @@ Importing this module is cheap: torch loads inside :func:`evaluate`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
 import platform
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -334,6 +335,8 @@ def count_step_flops(model: Any, loss_fn: Callable[[], Any], structured: set[int
     Linear layers (``nn.Linear`` and modules with an integer ``.macs``) are counted by the
     formula 6 * MACs per vector * vectors; everything else by FlopCounterMode: the whole step's
     count less each linear layer's own count (measured alone on the input shape it saw).
+    Structured layers are counted on their structural path, also where they run on the
+    materialised weight, so the counter cross-checks the structure's formula.
     Gradients the step leaves behind are cleared.
     """
     from torch.utils.flop_counter import FlopCounterMode
@@ -351,17 +354,18 @@ def count_step_flops(model: Any, loss_fn: Callable[[], Any], structured: set[int
 
     handles = [m.register_forward_pre_hook(hook) for m in linear.values()]
     counter = FlopCounterMode(display=False)
-    try:
-        with counter:
-            loss = loss_fn()
-            loss.backward()
-    finally:
-        for h in handles:
-            h.remove()
-    total = float(counter.get_total_flops())
-    # The counter's per-module attribution is unreliable in backward, so each linear layer's
-    # own share is measured alone, with the input shape (and input-gradient need) it saw.
-    measured_linear = sum(_measure_layer(linear[key], shape, grad, dtype) for key, shape, grad, dtype in calls)
+    with _structural_paths(model):
+        try:
+            with counter:
+                loss = loss_fn()
+                loss.backward()
+        finally:
+            for h in handles:
+                h.remove()
+        total = float(counter.get_total_flops())
+        # The counter's per-module attribution is unreliable in backward, so each linear layer's
+        # own share is measured alone, with the input shape (and input-gradient need) it saw.
+        measured_linear = sum(_measure_layer(linear[key], shape, grad, dtype) for key, shape, grad, dtype in calls)
     model.zero_grad(set_to_none=True)
     layers: list[LayerCount] = []
     for key, module in linear.items():
@@ -390,6 +394,19 @@ def count_step_flops(model: Any, loss_fn: Callable[[], Any], structured: set[int
         measured_flops_per_step=total,
         layers=layers,
     )
+
+
+@contextlib.contextmanager
+def _structural_paths(model: Any) -> Iterator[None]:
+    """Run every structured layer of ``model`` on its structural path (not the materialised weight) inside."""
+    switched = [m for m in model.modules() if getattr(m, "path", None) == "materialised"]
+    for module in switched:
+        module.path = module.structural_path
+    try:
+        yield
+    finally:
+        for module in switched:
+            module.path = "materialised"
 
 
 def _measure_layer(module: Any, shape: tuple[int, ...], needs_input_grad: bool, dtype: Any) -> float:

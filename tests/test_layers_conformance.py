@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch.utils.flop_counter import FlopCounterMode
 
-from structsearch.errors import SizeError
+from structsearch.errors import SizeError, SpecError
 from structsearch.layers import EinsumLinear
-from structsearch.layers._fast_paths import has_unit_contraction
+from structsearch.layers._fast_paths import MATERIALISE_AT, has_unit_contraction
 from structsearch.sizes import class_sizes
 from structsearch.spec import Spec, parse_spec
 from structsearch.taxonomy import analyze
@@ -103,9 +103,17 @@ def test_suite_covers_every_family_and_padding() -> None:
     assert any(class_sizes(parse_spec(c.values[0]), c.values[1], c.values[2]).padding > 0 for c in CASES)
 
 
+def _path(spec: str, d_in: int, d_out: int, which: str) -> str:
+    """The layer's structural path (its fast path or general), or "materialised"."""
+    return EinsumLinear(spec, d_in, d_out, device="meta").structural_path if which == "structural" else which
+
+
+@pytest.mark.parametrize("path", ["structural", "materialised"])
 @pytest.mark.parametrize(("spec", "d_in", "d_out"), CASES)
-def test_output_equals_materialised_matrix(spec: str, d_in: int, d_out: int) -> None:
-    layer = _layer(spec, d_in, d_out)
+def test_output_equals_materialised_matrix(spec: str, d_in: int, d_out: int, path: str) -> None:
+    if path == "materialised" and spec == "dense":
+        pytest.skip("the dense point has one core: nothing to materialise")
+    layer = _layer(spec, d_in, d_out, path=_path(spec, d_in, d_out, path))
     w = materialise(layer.dims, *_taxonomy_cores(layer))[:d_out, :d_in]  # independent numpy reference
     np.testing.assert_allclose(layer.to_dense().detach().double().numpy(), w, rtol=1e-5, atol=1e-5)
     x = torch.randn(2, 3, d_in)
@@ -125,6 +133,8 @@ def test_counts_equal_taxonomy_and_flop_counter(spec: str, d_in: int, d_out: int
         # an outer-product step is a broadcast multiply there, which the counter does not see (elementwise);
         # the evaluator charges the taxonomy's MACs either way, and the general path's bmm shows them
         layer = _layer(spec, d_in, d_out, path="general")
+    else:  # the structure's own contraction, also where the layer runs on the materialised weight
+        layer = _layer(spec, d_in, d_out, path=layer.structural_path)
     n = 5
     x = torch.randn(n, d_in, requires_grad=True)
     with FlopCounterMode(display=False) as forward:
@@ -148,9 +158,12 @@ def test_state_dict_round_trip(spec: str, d_in: int, d_out: int) -> None:
     assert set(layer.state_dict()) == {core.name for core in layer.cores} | {"bias"}
 
 
+@pytest.mark.parametrize("path", ["structural", "materialised"])
 @pytest.mark.parametrize(("spec", "d_in", "d_out"), CASES)
-def test_gradients_reach_every_core_and_match_general_path(spec: str, d_in: int, d_out: int) -> None:
-    layer = _layer(spec, d_in, d_out, seed=2)
+def test_gradients_reach_every_core_and_match_general_path(spec: str, d_in: int, d_out: int, path: str) -> None:
+    if path == "materialised" and spec == "dense":
+        pytest.skip("the dense point has one core: nothing to materialise")
+    layer = _layer(spec, d_in, d_out, seed=2, path=_path(spec, d_in, d_out, path))
     general = _layer(spec, d_in, d_out, seed=2, path="general")
     x = torch.randn(6, d_in, requires_grad=True)
     x_general = x.detach().clone().requires_grad_(True)
@@ -199,3 +212,30 @@ def test_random_canonical_theta_matches_materialisation(spec: Spec, d_in: int, d
     np.testing.assert_allclose(layer(x).detach().double().numpy(), expected, rtol=1e-4, atol=1e-4)
     tax = analyze(spec, d_in, d_out)
     assert (layer.params, layer.macs) == (tax.params, tax.macs)
+
+
+@pytest.mark.parametrize(("spec", "d_in", "d_out"), CASES)
+def test_materialised_path_is_chosen_by_the_mac_ratio(spec: str, d_in: int, d_out: int) -> None:
+    layer = _layer(spec, d_in, d_out)
+    tax = analyze(spec, d_in, d_out)
+    expected = spec != "dense" and tax.macs >= MATERIALISE_AT * d_in * d_out
+    assert (layer.path == "materialised") == expected
+    assert layer.structural_path != "materialised" and f"path={layer.path}" in repr(layer)
+    if spec == "dense":
+        with pytest.raises(SpecError, match="does not apply"):
+            EinsumLinear(spec, d_in, d_out, path="materialised")
+        return
+    forced = _layer(spec, d_in, d_out, path="materialised")
+    # one GEMM by the d_out x d_in weight per vector: the counter sees dense work, not the structure's
+    n = 5
+    with FlopCounterMode(display=False) as forward:
+        forced(torch.randn(n, d_in))
+    assert forward.get_total_flops() >= 2 * n * d_in * d_out
+
+
+def test_materialising_stops_at_the_measured_size() -> None:
+    heavy = "(1/4|7/12|1/6|1/12|1/6|3/4|1/12)"  # MACs above 0.8 of dense's at every width here
+    assert EinsumLinear(heavy, 128, 128).path == "materialised"
+    assert EinsumLinear(heavy, 1024, 1024).path == "materialised"
+    big = EinsumLinear(heavy, 1024, 1100, device="meta")
+    assert big.macs >= MATERIALISE_AT * 1024 * 1100 and big.path == big.structural_path == "general"

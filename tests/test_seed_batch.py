@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import structsearch._train_loop as train_loop
+import structsearch.layers._fast_paths as fast_paths
 from structsearch.errors import TaskError
 from structsearch.evaluation import EvalResult, ProxyResult, SeedsResult, evaluate, proxy
 from structsearch.layers import EinsumLinear
@@ -25,26 +26,34 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-def _same_run(batched: EvalResult, solo: EvalResult) -> None:
-    """Equal to float tolerance: batched and solo matmuls round differently, and training amplifies it
-    (about 1e-7 relative for the plain paths, up to 3e-4 after 30 steps for an outer-product structure)."""
+def _same_run(batched: EvalResult, solo: EvalResult, rel: float = 1e-5) -> None:
+    """Equal to float tolerance: batched and solo matmuls round differently (about 2e-7 relative
+    after 30 steps). A seed whose training meets a ReLU kink where the rounding decides departs
+    by 1e-3 to 1e-2 from that step on, on any path (seed 0 of (0|0|1|0|1/6|5/6|0) at step 6,
+    seed 6 of Kronecker): the seeds below are ones that do not."""
     assert batched.seed == solo.seed and batched.status == solo.status
     assert batched.steps == solo.steps and batched.train_flops == solo.train_flops
     assert [p.step for p in batched.curve] == [p.step for p in solo.curve]
     for a, b in zip(batched.curve, solo.curve, strict=True):
-        assert a.val_loss == pytest.approx(b.val_loss, rel=1e-3, abs=1e-6)
+        assert a.val_loss == pytest.approx(b.val_loss, rel=rel, abs=1e-6)
         if b.train_loss is not None:
-            assert a.train_loss == pytest.approx(b.train_loss, rel=1e-3, abs=1e-6)
-    assert batched.final_loss == pytest.approx(solo.final_loss, rel=1e-3)
+            assert a.train_loss == pytest.approx(b.train_loss, rel=rel, abs=1e-6)
+    assert batched.final_loss == pytest.approx(solo.final_loss, rel=rel)
     assert batched.flops == solo.flops and batched.params == solo.params and batched.macs == solo.macs
 
 
-@pytest.mark.parametrize("spec", ["dense", "btt", "kronecker", "(0|0|1|0|1/6|5/6|0)"])
-def test_seed_batched_mlp_equals_solo_runs(spec):
+@pytest.mark.parametrize(
+    ("spec", "materialise"),
+    [(s, True) for s in ("dense", "btt", "kronecker", "(0|0|1|0|1/6|5/6|0)")] + [("(0|0|1|0|1/6|5/6|0)", False)],
+)
+def test_seed_batched_mlp_equals_solo_runs(spec, materialise, monkeypatch):
+    if not materialise:  # the outer-product structure on its broadcast path under vmap
+        monkeypatch.setattr(fast_paths, "MATERIALISE_AT", float("inf"))
     kw = {"width": 64, "steps": 30, "device": "cpu", "task_options": MLP, "eval_points": 3}
-    batched = evaluate(spec, "mlp-regression", seeds=[2, 0, 5], **kw)
-    assert isinstance(batched, SeedsResult) and batched.batched and batched.seeds == [2, 0, 5]
-    for run, seed in zip(batched.runs, [2, 0, 5], strict=True):
+    seeds = [2, 1, 7]
+    batched = evaluate(spec, "mlp-regression", seeds=seeds, **kw)
+    assert isinstance(batched, SeedsResult) and batched.batched and batched.seeds == seeds
+    for run, seed in zip(batched.runs, seeds, strict=True):
         _same_run(run, evaluate(spec, "mlp-regression", seed=seed, **kw))
     assert batched.scores == [r.final_loss for r in batched.runs]
     assert batched.mean_score == pytest.approx(sum(batched.scores) / 3)

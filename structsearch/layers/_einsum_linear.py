@@ -27,6 +27,8 @@ from structsearch.layers._fast_paths import (
     general_contract,
     has_unit_contraction,
     kronecker_contract,
+    materialise_pays,
+    materialised_contract,
     select_path,
 )
 from structsearch.layers._init import CoreInfo, init_core_
@@ -139,12 +141,20 @@ class EinsumLinear(nn.Module):
         # A core whose classes all have exponent 0 has no index: a scalar folded into the
         # other core (the taxonomy counts neither its parameter nor a step for it).
         present = {name: any(getattr(self.spec, c) != 0 for c in classes) for name, classes in _CORE_CLASSES.items()}
-        fastest = select_path(self.dims, present)
+        # structural_path: the fastest way through the cores; path: what forward runs (the
+        # materialised weight instead where one GEMM by it is faster, _fast_paths.materialise_pays)
+        self.structural_path = select_path(self.dims, present)
+        fastest = self.structural_path
+        if fastest != "dense" and materialise_pays(self.taxonomy.macs, self.d_in, self.d_out):
+            fastest = "materialised"
+        applicable = {fastest, self.structural_path, "general"}
+        applicable |= {"broadcast"} if has_unit_contraction(self.dims) else set()
+        applicable |= {"materialised"} if self.structural_path != "dense" else set()
         if path is None:
             path = fastest
         elif path not in PATHS:
             raise SpecError(f"path: expected one of {', '.join(PATHS)}, got {path!r}")
-        elif path not in (fastest, "general", "broadcast" if has_unit_contraction(self.dims) else "general"):
+        elif path not in applicable:
             raise SpecError(f"path: {path!r} does not apply to {self.spec.paper} (this layer runs {fastest!r})")
         self.path = path
 
@@ -215,6 +225,8 @@ class EinsumLinear(nn.Module):
 
     def _contract(self, x: Tensor, core_a: Tensor | None, core_b: Tensor | None, bias: Tensor | None) -> Tensor:
         """x (n, d_in) -> y (n, d_out), bias included."""
+        if self.path == "materialised":  # the weight is built unpadded: no padding, no truncation
+            return materialised_contract(x, core_a, core_b, bias, self.dims, self.d_out)
         if self.padded_in != self.d_in:
             x = F.pad(x, (0, self.padded_in - self.d_in))  # (n, padded_in)
         fused = bias if self.padded_out == self.d_out else None

@@ -25,6 +25,12 @@ Paths:
   gamma beta rho = 1): that step is an outer product, a broadcast multiply instead of a K = 1
   ``bmm`` (which torch's CPU bmm runs 10-30x slower). The ``btt`` path does the same for
   alpha = 1. Also what the seed-batched trainer runs under ``vmap`` in place of the fast paths.
+- ``materialised``: any theta whose MACs are at least ``MATERIALISE_AT`` of dense's: the
+  d_out x d_in weight W = A . B is built from the cores on every call and ``F.linear`` runs
+  one well-shaped GEMM. The same function and gradients (up to float rounding); it does
+  d_in d_out MACs per vector where the structure does its own, which at such ratios a single
+  GEMM does faster than two batched GEMMs with awkward shapes and permuting copies
+  (``benchmarks/bench_materialise.py``). The evaluator still charges the structure's MACs.
 
 ``benchmarks/bench_layers.py`` measures each fast path against the general one, and
 ``tests/test_layers_conformance.py`` tests them equal.
@@ -46,10 +52,18 @@ __all__ = [
     "general_contract",
     "has_unit_contraction",
     "kronecker_contract",
+    "materialise_pays",
+    "materialised_contract",
     "select_path",
 ]
 
-PATHS = ("general", "btt", "kronecker", "dense", "broadcast")
+PATHS = ("general", "btt", "kronecker", "dense", "broadcast", "materialised")
+
+# Materialise when the structure's MACs are at least this fraction of dense's, up to this many
+# weight entries (benchmarks/results/materialise_cpu.md: the sweep's fastest threshold, and
+# the largest width it measured).
+MATERIALISE_AT = 0.4
+MATERIALISE_MAX_ENTRIES = 1024 * 1024
 
 
 def select_path(dims: dict[str, int], present: dict[str, bool]) -> str:
@@ -63,6 +77,11 @@ def select_path(dims: dict[str, int], present: dict[str, bool]) -> str:
     if has_unit_contraction(dims):
         return "broadcast"
     return "general"
+
+
+def materialise_pays(macs: int, d_in: int, d_out: int) -> bool:
+    """Whether one GEMM by the materialised weight is the faster way to run these MACs."""
+    return macs >= MATERIALISE_AT * d_in * d_out and d_in * d_out <= MATERIALISE_MAX_ENTRIES
 
 
 def has_unit_contraction(dims: dict[str, int]) -> bool:
@@ -101,6 +120,19 @@ def broadcast_contract(x: Tensor, core_a: Tensor, core_b: Tensor, dims: dict[str
     # (f, n*d, g*b*r) @ (f, g*b*r, e) -> (f, n*d, e); for g*b*r = 1 the broadcast (f, n*d, 1) * (f, 1, e)
     y = z * core_b.view(f, 1, e) if g * b * r == 1 else torch.bmm(z, core_b.view(f, g * b * r, e))
     return y.view(f, n, d, e).permute(1, 0, 3, 2).reshape(n, f * e * d)  # (n, f*e*d)
+
+
+def materialised_contract(
+    x: Tensor, core_a: Tensor, core_b: Tensor, bias: Tensor | None, dims: dict[str, int], d_out: int
+) -> Tensor:
+    """y = x W^T + bias with W = A . B (taxonomy.md 1) built for this call; x (n, d_in) unpadded -> y (n, d_out)."""
+    a, b, g, d, e, f, r = (dims[c] for c in ("alpha", "beta", "gamma", "delta", "epsilon", "phi", "rho"))
+    left = core_a.permute(3, 0, 4, 1, 2).reshape(f * g, d * a, r)  # (f*g, d*a, r)
+    right = core_b.permute(0, 1, 3, 4, 2).reshape(f * g, r, e * b)  # (f*g, r, e*b)
+    # contract rho; rho = 1 is an outer product, a broadcast multiply (a K = 1 bmm is slow on CPU)
+    w = left * right if r == 1 else torch.bmm(left, right)  # (f*g, d*a, e*b)
+    w = w.view(f, g, d, a, e, b).permute(0, 4, 2, 1, 5, 3).reshape(f * e * d, g * b * a)  # (out, in), padded
+    return F.linear(x, w[:d_out, : x.shape[-1]], bias)  # (n, d_out)
 
 
 def dense_contract(x: Tensor, core: Tensor, bias: Tensor | None) -> Tensor:
