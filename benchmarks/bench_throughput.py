@@ -8,6 +8,8 @@ Sections (each a markdown table; ``--only`` picks some):
 - ``overhead``: ms per step with each overhead change off (as main had it) and on, side by side:
   blocked data (``data_block``), deferred loss reads (``READ_EVERY``), AdamW for-loop / foreach / fused;
 - ``seeds``: one seed against S = 4 seeds in one vectorised run (``evaluate(..., seeds=...)``);
+- ``materialise``: the ten candidates of ``bench_goal.py`` scored by the search's default scorer
+  (a 3e9-FLOP frontier ladder) with the materialised-weight path off and on, side by side;
 - ``ladder``: one frontier score (a 3e9-FLOP ladder, the search's default scorer) with 10
   validation marks per rung against the ladder's 5, side by side, and whether the overfitting
   check (the only reader of the marks besides the final loss) decides the same on the recorded
@@ -182,6 +184,51 @@ def ladder(repeats: int) -> list[str]:
     return rows
 
 
+def materialise(repeats: int) -> list[str]:
+    """The goal list's ten candidates by the search's default scorer, the materialised path off and on."""
+    from bench_goal import NAMED, random_canonical
+
+    import structsearch.layers._fast_paths as fast_paths
+    from structsearch.frontier import frontier_score
+    from structsearch.layers import EinsumLinear
+
+    specs = NAMED + [random_canonical(seed) for seed in range(5)]
+    variants = {"structural (off)": float("inf"), "materialised (the default)": fast_paths.MATERIALISE_AT}
+    times: dict[tuple[str, str], list[float]] = {}
+    scores: dict[tuple[str, str], float | None] = {}
+    for spec in specs:  # warm the per-process caches (teacher, validation set, FLOP accounts)
+        frontier_score(spec, "mlp-regression", 3e8, target_flops=3e9, threads=1)
+    try:
+        for _ in range(repeats):
+            for spec in specs:
+                for name, threshold in variants.items():
+                    fast_paths.MATERIALISE_AT = threshold
+                    start = time.perf_counter()
+                    r = frontier_score(spec, "mlp-regression", 3e9, target_flops=3e10, threads=1)
+                    times.setdefault((spec, name), []).append(time.perf_counter() - start)
+                    scores[(spec, name)] = r.score
+    finally:
+        fast_paths.MATERIALISE_AT = variants["materialised (the default)"]
+    rows = ["| structure | MACs / dense at width 128 | path | ladder s (median) | speed-up | score |"]
+    rows.append("|---|---:|---|---:|---:|---:|")
+    totals = dict.fromkeys(variants, 0.0)
+    for spec in specs:
+        layer = EinsumLinear(spec, 128, 128, device="meta")
+        ratio = layer.macs / 128**2 if layer.structural_path != "dense" else 1.0
+        base = statistics.median(times[(spec, next(iter(variants)))])
+        for name in variants:
+            t = statistics.median(times[(spec, name)])
+            totals[name] += t
+            score = scores[(spec, name)]
+            rows.append(
+                f"| {spec} | {ratio:.2f} | {name} | {t:.3f} | {base / t:.2f}x | "
+                f"{'-' if score is None else f'{score:.5f}'} |"
+            )
+    off, on = totals.values()
+    rows += ["", f"All ten ladders: {off:.2f} s structural, {on:.2f} s with materialisation ({off / on:.2f}x)."]
+    return rows
+
+
 def compile_cost() -> list[str]:
     """torch.compile (inductor) of the mlp-regression student: compile time against the per-step saving."""
     from structsearch.evaluation import _build
@@ -229,7 +276,7 @@ def main() -> None:
     parser.add_argument(
         "--only",
         nargs="*",
-        choices=["peak", "achieved", "overhead", "seeds", "ladder", "compile"],
+        choices=["peak", "achieved", "overhead", "seeds", "ladder", "materialise", "compile"],
         default=["peak", "achieved", "overhead", "seeds", "ladder"],
         help="sections to run (default: all but compile)",
     )
@@ -257,6 +304,10 @@ def main() -> None:
         "ladder": (
             f"Validation marks per frontier rung, mlp-regression (median of {args.repeats})",
             lambda: ladder(args.repeats),
+        ),
+        "materialise": (
+            f"Materialised weight: the goal list by the default frontier score, 3e9 FLOPs (median of {args.repeats})",
+            lambda: materialise(args.repeats),
         ),
         "compile": ("torch.compile (inductor), mlp-regression width 128, one run", compile_cost),
     }
