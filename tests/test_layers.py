@@ -14,6 +14,17 @@ from structsearch.layers import EinsumLinear, init_linear_, linear_factory, para
 from structsearch.spec import parse_spec
 
 BTT_THETA = {"alpha": 0.5, "beta": 0, "gamma": 0.5, "delta": 0, "epsilon": 0.5, "phi": 0.5, "rho": 0}
+# At these small sizes many structures would run on the materialised weight by default: each
+# property below is checked on the structure's own contraction and on the materialised weight.
+PATHS = ["structural", "materialised"]
+
+
+def _layer(spec: str, d_in: int, d_out: int, path: str, **kwargs) -> EinsumLinear:
+    """``spec`` on its structural path (fast or general) or on the materialised weight."""
+    structural = EinsumLinear(spec, d_in, d_out, device="meta").structural_path
+    if path == "materialised" and structural == "dense":
+        pytest.skip("the dense point has one core: nothing to materialise")
+    return EinsumLinear(spec, d_in, d_out, path=structural if path == "structural" else path, **kwargs)
 
 
 # -- construction ---------------------------------------------------------------------------
@@ -61,22 +72,24 @@ def test_missing_file_and_bad_sizes_raise_one_line_errors(tmp_path) -> None:
 
 
 # -- forward ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("batch", [(), (1,), (2, 3), (2, 1, 3)])
 @pytest.mark.parametrize("spec", ["btt", "kronecker", "dense", "tt:0.25"])
-def test_any_leading_batch_shape(spec: str, batch: tuple[int, ...]) -> None:
-    layer = EinsumLinear(spec, 24, 20)
+def test_any_leading_batch_shape(spec: str, batch: tuple[int, ...], path: str) -> None:
+    layer = _layer(spec, 24, 20, path)
     x = torch.randn(*batch, 24)
     y = layer(x)
     assert y.shape == (*batch, 20)
     torch.testing.assert_close(y, x @ layer.to_dense().T + layer.bias)
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("spec", ["btt", "kronecker", "dense", "btt:0.25", "tt:0.25"])
-def test_bfloat16_and_autocast(spec: str) -> None:
-    layer = EinsumLinear(spec, 32, 32)
+def test_bfloat16_and_autocast(spec: str, path: str) -> None:
+    layer = _layer(spec, 32, 32, path)
     x = torch.randn(4, 32)
     ref = layer(x)
-    half = EinsumLinear(spec, 32, 32, dtype=torch.bfloat16)
+    half = _layer(spec, 32, 32, path, dtype=torch.bfloat16)
     half.load_state_dict(layer.state_dict())
     y = half(x.bfloat16())
     assert y.dtype == torch.bfloat16
@@ -89,16 +102,18 @@ def test_bfloat16_and_autocast(spec: str) -> None:
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in layer.parameters())
 
 
-def test_zero_batch_and_input_without_grad() -> None:
-    layer = EinsumLinear("btt", 16, 16)
+@pytest.mark.parametrize("path", PATHS)
+def test_zero_batch_and_input_without_grad(path: str) -> None:
+    layer = _layer("btt", 16, 16, path)
     assert layer(torch.randn(0, 16)).shape == (0, 16)
     layer(torch.randn(3, 16)).sum().backward()  # x needs no gradient: the fast path skips it
     assert layer.A.grad is not None and layer.B.grad is not None
 
 
-def test_output_is_contiguous_row_major() -> None:
+@pytest.mark.parametrize("path", PATHS)
+def test_output_is_contiguous_row_major(path: str) -> None:
     for spec in ("btt", "btt:0.25", "tt:0.25", "kronecker"):
-        assert EinsumLinear(spec, 24, 20)(torch.randn(5, 24)).is_contiguous()
+        assert _layer(spec, 24, 20, path)(torch.randn(5, 24)).is_contiguous()
 
 
 def test_repr_states_structure_sizes_and_padding() -> None:
@@ -185,10 +200,11 @@ _DYNAMO_CTX_WARNING = "ignore:.*should not be instantiated:DeprecationWarning"
 
 
 @pytest.mark.filterwarnings(_DYNAMO_CTX_WARNING)
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("spec", ["btt:0.25", "sum-kronecker:0.25", "tt:0.25", "dense"])
-def test_compiles_without_graph_breaks(spec: str) -> None:
+def test_compiles_without_graph_breaks(spec: str, path: str) -> None:
     torch._dynamo.reset()
-    layer = EinsumLinear(spec, 24, 20)
+    layer = _layer(spec, 24, 20, path)
     compiled = torch.compile(layer, backend="aot_eager", fullgraph=True)
     x = torch.randn(3, 2, 24, requires_grad=True)
     y = compiled(x)
@@ -203,7 +219,7 @@ def test_compiles_with_inductor(request: pytest.FixtureRequest) -> None:
     if "slow" not in (request.config.getoption("markexpr") or ""):
         pytest.skip("about 30 s of inductor compilation: run with -m slow")
     torch._dynamo.reset()
-    layer = EinsumLinear("btt:0.25", 24, 20)
+    layer = _layer("btt:0.25", 24, 20, "structural")  # the btt fast path's autograd Function
     compiled = torch.compile(layer, fullgraph=True)
     x = torch.randn(4, 24, requires_grad=True)
     y = compiled(x)
