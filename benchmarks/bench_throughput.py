@@ -226,6 +226,30 @@ def materialise(repeats: int) -> list[str]:
             )
     off, on = totals.values()
     rows += ["", f"All ten ladders: {off:.2f} s structural, {on:.2f} s with materialisation ({off / on:.2f}x)."]
+    return [*rows, "", *_materialise_char_lm(repeats, variants)]
+
+
+def _materialise_char_lm(repeats: int, variants: dict[str, float]) -> list[str]:
+    """ms per char-lm step (its default width) of issue 10's unit-contraction structure, off and on."""
+    import structsearch.layers._fast_paths as fast_paths
+
+    specs = ["(0|0|1|0|1/6|5/6|0)", "btt", "dense"]
+    times: dict[tuple[str, str], list[float]] = {}
+    try:
+        for _ in range(repeats):
+            for spec in specs:
+                for name, threshold in variants.items():
+                    fast_paths.MATERIALISE_AT = threshold
+                    r = evaluate(spec, "char-lm", steps=20, eval_points=1, device="cpu")
+                    times.setdefault((spec, name), []).append(1000 * r.wall_seconds / 20)
+    finally:
+        fast_paths.MATERIALISE_AT = variants["materialised (the default)"]
+    rows = ["| char-lm structure (width 64) | path | ms/step (median) | speed-up |", "|---|---|---:|---:|"]
+    for spec in specs:
+        base = statistics.median(times[(spec, next(iter(variants)))])
+        for name in variants:
+            ms = statistics.median(times[(spec, name)])
+            rows.append(f"| {spec} | {name} | {ms:.1f} | {base / ms:.2f}x |")
     return rows
 
 
