@@ -107,9 +107,12 @@ class EinsumLinear(nn.Module):
     ``params`` and ``macs`` are the taxonomy's numbers; ``cores`` lists each core's fan-in
     and fan-out for :func:`param_groups`; ``to_dense()`` is the d_out x d_in weight.
 
-    >>> layer = EinsumLinear("btt", 16, 16)
+    >>> layer = EinsumLinear("btt", 64, 64)
     >>> layer.params, layer.macs, layer.path
-    (128, 128, 'btt')
+    (1024, 1024, 'btt')
+    >>> small = EinsumLinear("btt", 16, 16)  # 128 MACs, half of dense's: one GEMM by W is faster
+    >>> small.path, small.structural_path
+    ('materialised', 'btt')
     """
 
     def __init__(

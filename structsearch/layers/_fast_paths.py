@@ -67,7 +67,7 @@ MATERIALISE_MAX_ENTRIES = 1024 * 1024
 
 
 def select_path(dims: dict[str, int], present: dict[str, bool]) -> str:
-    """The fastest correct path for these class sizes and cores (decided once, in ``__init__``)."""
+    """The fastest contraction through the cores at these class sizes (the structural path, set in ``__init__``)."""
     if not (present["A"] and present["B"]):
         return "dense"
     if dims["beta"] == 1 and dims["delta"] == 1 and (dims["gamma"] > 1 or dims["phi"] > 1):
