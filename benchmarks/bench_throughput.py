@@ -8,6 +8,8 @@ Sections (each a markdown table; ``--only`` picks some):
 - ``overhead``: ms per step with each overhead change off (as main had it) and on, side by side:
   blocked data (``data_block``), deferred loss reads (``READ_EVERY``), AdamW for-loop / foreach / fused;
 - ``seeds``: one seed against S = 4 seeds in one vectorised run (``evaluate(..., seeds=...)``);
+- ``seeds-materialised``: the same 4 seeds with every structured layer on its materialised weight
+  under vmap (a rule tried for seed batching and not adopted);
 - ``materialise``: the ten candidates of ``bench_goal.py`` scored by the search's default scorer
   (a 3e9-FLOP frontier ladder) with the materialised-weight path off and on, side by side;
 - ``ladder``: one frontier score (a 3e9-FLOP ladder, the search's default scorer) with 10
@@ -139,6 +141,39 @@ def seeds(repeats: int) -> list[str]:
         one = statistics.median(a for a, _ in pairs) / 40 * 1000
         four = statistics.median(b for _, b in pairs) / 40 * 1000
         rows.append(f"| {' | '.join(map(str, key))} | {one:.1f} | {four:.1f} | {four / one:.2f} |")
+    return rows
+
+
+def seeds_materialised(repeats: int) -> list[str]:
+    """4 seeds under vmap with every structured layer on its materialised weight, against the default paths."""
+    import structsearch.layers._fast_paths as fast_paths
+
+    default = fast_paths.MATERIALISE_AT
+    specs, times = ("btt", "low-rank:0.5", "kronecker", "tt:0"), {}
+    try:
+        for _ in range(repeats):
+            for width in (64, 128, 256):
+                for spec in specs:
+                    kw = {"steps": 60, "width": width, "device": "cpu", "eval_points": 1}
+                    fast_paths.MATERIALISE_AT = default
+                    solo = evaluate(spec, "mlp-regression", **kw)
+                    times.setdefault((width, spec, "solo"), []).append(solo.wall_seconds)
+                    for name, threshold in (("default", default), ("all materialised", 0.0)):
+                        fast_paths.MATERIALISE_AT = threshold
+                        r = evaluate(spec, "mlp-regression", seeds=[0, 1, 2, 3], **kw)
+                        times.setdefault((width, spec, name), []).append(r.wall_seconds)
+    finally:
+        fast_paths.MATERIALISE_AT = default
+    rows = ["| width | structure | 1 seed ms/step | 4 seeds, default paths | 4 seeds, all materialised |"]
+    rows.append("|---:|---|---:|---:|---:|")
+    for width in (64, 128, 256):
+        for spec in specs:
+            kinds = ("solo", "default", "all materialised")
+            solo, base, mat = (statistics.median(times[(width, spec, k)]) for k in kinds)
+            rows.append(
+                f"| {width} | {spec} | {1000 * solo / 60:.2f} | {1000 * base / 60:.2f} ({base / solo:.2f}x) | "
+                f"{1000 * mat / 60:.2f} ({mat / solo:.2f}x) |"
+            )
     return rows
 
 
@@ -300,7 +335,7 @@ def main() -> None:
     parser.add_argument(
         "--only",
         nargs="*",
-        choices=["peak", "achieved", "overhead", "seeds", "ladder", "materialise", "compile"],
+        choices=["peak", "achieved", "overhead", "seeds", "seeds-materialised", "ladder", "materialise", "compile"],
         default=["peak", "achieved", "overhead", "seeds", "ladder"],
         help="sections to run (default: all but compile)",
     )
@@ -325,6 +360,10 @@ def main() -> None:
             lambda: overhead(args.repeats),
         ),
         "seeds": (f"Seed batching, 40 steps (median of {args.repeats})", lambda: seeds(args.repeats)),
+        "seeds-materialised": (
+            f"Seed batching with every layer materialised, 60 steps (median of {args.repeats})",
+            lambda: seeds_materialised(args.repeats),
+        ),
         "ladder": (
             f"Validation marks per frontier rung, mlp-regression (median of {args.repeats})",
             lambda: ladder(args.repeats),

@@ -10,9 +10,10 @@ over the stacked tensors is S independent ones; gradient clipping is done per se
 is judged by the same loop as a solo run (``_train_loop.run_loop``), so its losses, curve and
 divergence equal its solo run's to float tolerance (tests/test_seed_batch.py).
 
-Under vmap the layers run their plain-autograd contraction (general or broadcast path): the
-fast paths are custom autograd Functions without a batching rule. A task whose loss cannot be
-vmapped (it reads values to the host, draws random numbers, ...) is trained seed by seed.
+Under vmap the layers run a plain-autograd contraction (general, broadcast or materialised
+path): the btt and kronecker fast paths are custom autograd Functions without a batching rule.
+A task whose loss cannot be vmapped (it reads values to the host, draws random numbers, ...) is
+trained seed by seed.
 """
 
 from __future__ import annotations
