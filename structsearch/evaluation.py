@@ -23,6 +23,7 @@ Importing this module is cheap: torch loads inside :func:`evaluate`.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import math
@@ -134,6 +135,11 @@ class EvalResult(BaseModel):
     width: int
     width_rule: str = Field(default="explicit", description="matched (iso-FLOP), fixed (task default) or explicit")
     layer_shapes: list[tuple[int, int]] = Field(default=[], description="(d_in, d_out) of each structured layer")
+    layer_paths: dict[str, int] = Field(
+        default={},
+        description="structured layers per contraction path they ran (docs/layers.md; 'materialised': one GEMM "
+        "by the weight built from the cores, charged the structure's MACs all the same)",
+    )
     budget: float = Field(description="training FLOP budget asked for")
     train_flops: float = Field(default=0.0, description="FLOPs actually spent: steps done * flops per step")
     flops_per_step: float = 0.0
@@ -713,6 +719,14 @@ def _train(
     return _result(spec, task_obj, setup, traces[0], times, budget, steps, seed, dev, width, lr)
 
 
+def _layer_path(module: Any) -> str:
+    """The contraction path a structured layer ran (docs/layers.md); a plain ``nn.Linear`` is "dense"."""
+    path = getattr(module, "path", None)
+    if isinstance(path, str):
+        return path
+    return "dense" if type(module).__name__ == "Linear" else type(module).__name__
+
+
 def _result(
     spec: Spec,
     task_obj: Any,
@@ -752,6 +766,7 @@ def _result(
         structured_macs=sum(int(_linear_macs(m) or 0) for m in setup.made),
         width=width,
         layer_shapes=[(layer.d_in, layer.d_out) for layer in setup.account.layers if layer.structured],
+        layer_paths=dict(collections.Counter(_layer_path(m) for m in setup.made)),
         budget=float(budget) if steps is None else setup.planned * fps,
         train_flops=done * fps,
         flops_per_step=fps,

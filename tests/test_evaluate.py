@@ -57,6 +57,7 @@ def test_result_fields_and_json():
     assert r.curve[0].val_loss == pytest.approx(1.0, abs=0.15)  # zero readout predicts 0: MSE ~ E[y^2] = 1
     assert set(r.versions) >= {"python", "torch", "numpy", "structsearch"}
     assert r.device == "cpu" and r.seed == 0 and r.layer_shapes == [(64, 64), (64, 64)]
+    assert r.layer_paths == {"dense": 2} and d["layer_paths"] == {"dense": 2}
 
 
 @pytest.mark.parametrize("spec", ["dense", "btt", "low-rank:0.5", "(1/4|7/12|1/6|1/12|1/6|3/4|1/12)"])
@@ -65,6 +66,8 @@ def test_flops_equal_the_formula(spec):
     from structsearch.taxonomy import analyze
 
     r = run(spec, steps=2, width=64)
+    expected_path = {"dense": "dense", "btt": "btt", "low-rank:0.5": "general"}.get(spec, "materialised")
+    assert r.layer_paths == {expected_path: 2}
     f, batch, w = r.flops, MLP["batch_size"], 64
     hidden = analyze(spec, w, w).macs if spec != "dense" else w * w
     macs = {"inp": 32 * w, "hidden.0": hidden, "hidden.1": hidden, "out": w * 8}

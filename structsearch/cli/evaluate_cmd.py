@@ -260,6 +260,11 @@ def _render(r: Any) -> None:
             f"{f.flops_per_step:.4g} = 6 x {f.linear_macs_per_step:,} linear MACs + {f.other_flops_per_step:.4g} other"
             f"  (FlopCounterMode: {f.measured_flops_per_step:.4g})",
         )
+    if r.layer_paths:
+        paths = ", ".join(f"{path} x{count}" for path, count in r.layer_paths.items())
+        if "materialised" in r.layer_paths:
+            paths += "  (materialised: one GEMM by the weight A.B, faster here; charged the structure's MACs)"
+        table.add_row("structured layers ran", paths)
     table.add_row("steps", f"{r.steps} of {r.planned_steps}, batch {r.batch_size}")
     table.add_row("params", f"{r.params:,} ({r.structured_params:,} structured)")
     table.add_row("MACs / vector", f"{r.macs:,} ({r.structured_macs:,} structured)")
