@@ -195,10 +195,11 @@ def write(args: argparse.Namespace, specs: list[str], variants: list[tuple], res
     lines = [
         "# Trainings per hour of the default proxy: old code against new (issue 10, item 5)",
         "",
-        f"Machine: {cpu}, {os.cpu_count()} cores, shared with other jobs (load average "
-        f"{os.getloadavg()[0]:.1f} at the end); Python {platform.python_version()}. "
+        f"Machine: {cpu}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end (this "
+        f"benchmark's own workers count up to 2); Python {platform.python_version()}. "
         f"Command: `python benchmarks/bench_goal.py --old {args.old} --repeats {args.repeats}"
-        f" --variants {' '.join(args.variants)}`; repeats done: {max(len(r) for r in results.values())}. "
+        f" --variants {' '.join(args.variants)} --out {args.out}`; "
+        f"repeats done: {max(len(r) for r in results.values())}. "
         "Old = main in its own git worktree, one process, torch's default threads; new = this branch, "
         "two worker processes x one thread (new-no-replay: the same with replayed training streams off). "
         "Repeats interleaved; medians, noisy (shared cores).",
