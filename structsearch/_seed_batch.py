@@ -159,8 +159,12 @@ def train_seeds(
     setup = _Setup(task_obj, built[0][0], built[0][1], seeds[0], dev, budget, steps)
     for _, made in built:  # after counting: the fast paths are autograd Functions vmap cannot batch
         for layer in made:
-            if getattr(layer, "path", None) in ("btt", "kronecker"):
-                layer.path = "broadcast" if has_unit_contraction(layer.dims) else "general"
+            if getattr(layer, "structural_path", None) not in ("btt", "kronecker"):
+                continue
+            plain = "broadcast" if has_unit_contraction(layer.dims) else "general"
+            layer.structural_path = plain  # what a materialised layer's calls below materialise_from run
+            if layer.path != "materialised":
+                layer.path = plain
     models = [model.train() for model, _ in built]
     stepper = _SeedStepper(task_obj, models, seeds, setup, lr, dev)
     probe_streams = [training_stream(task_obj, s + 7919, dev) for s in seeds]

@@ -404,15 +404,17 @@ def count_step_flops(model: Any, loss_fn: Callable[[], Any], structured: set[int
 
 @contextlib.contextmanager
 def _structural_paths(model: Any) -> Iterator[None]:
-    """Run every structured layer of ``model`` on its structural path (not the materialised weight) inside."""
-    switched = [m for m in model.modules() if getattr(m, "path", None) == "materialised"]
-    for module in switched:
-        module.path = module.structural_path
+    """Run every EinsumLinear of ``model`` on its structural path (not the materialised weight) inside."""
+    from structsearch.layers import EinsumLinear
+
+    saved = {m: m.path for m in model.modules() if isinstance(m, EinsumLinear)}
     try:
+        for module in saved:
+            module.path = module.structural_path
         yield
     finally:
-        for module in switched:
-            module.path = "materialised"
+        for module, path in saved.items():
+            module.path = path
 
 
 def _measure_layer(module: Any, shape: tuple[int, ...], needs_input_grad: bool, dtype: Any) -> float:
@@ -721,10 +723,12 @@ def _train(
 
 def _layer_path(module: Any) -> str:
     """The contraction path a structured layer ran (docs/layers.md); a plain ``nn.Linear`` is "dense"."""
+    import torch
+
     path = getattr(module, "path", None)
     if isinstance(path, str):
         return path
-    return "dense" if type(module).__name__ == "Linear" else type(module).__name__
+    return "dense" if isinstance(module, torch.nn.Linear) else type(module).__name__
 
 
 def _result(

@@ -67,8 +67,11 @@ def test_missing_file_and_bad_sizes_raise_one_line_errors(tmp_path) -> None:
         EinsumLinear.from_spec(tmp_path / "nope.json", 16, 16)
     with pytest.raises(SizeError, match="d_in: must be > 0, got 0"):
         EinsumLinear("btt", 0, 16)
-    with pytest.raises(SpecError, match="path: 'btt' does not apply"):
+    with pytest.raises(SpecError, match="path: 'btt' does not apply") as info:
         EinsumLinear("kronecker", 16, 16, path="btt")
+    assert "expected one of general, kronecker, materialised" in str(info.value)
+    with pytest.raises(SpecError, match=r"expected one of dense, general$"):  # one core: no outer product
+        EinsumLinear("dense", 16, 16, path="broadcast")
 
 
 # -- forward ----------------------------------------------------------------------------------
@@ -106,7 +109,7 @@ def test_bfloat16_and_autocast(spec: str, path: str) -> None:
 def test_zero_batch_and_input_without_grad(path: str) -> None:
     layer = _layer("btt", 16, 16, path)
     assert layer(torch.randn(0, 16)).shape == (0, 16)
-    layer(torch.randn(3, 16)).sum().backward()  # x needs no gradient: the fast path skips it
+    layer(torch.randn(3, 16)).sum().backward()  # x needs no gradient: no input gradient is computed
     assert layer.A.grad is not None and layer.B.grad is not None
 
 

@@ -26,35 +26,51 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
+def _departure(batched: EvalResult, solo: EvalResult) -> float:
+    """The largest relative difference between a seed's batched and solo losses (curve and final)."""
+    pairs = [(a.val_loss, b.val_loss) for a, b in zip(batched.curve, solo.curve, strict=True)]
+    pairs += [(a.train_loss, b.train_loss) for a, b in zip(batched.curve, solo.curve, strict=True) if b.train_loss]
+    pairs.append((batched.final_loss, solo.final_loss))
+    return max(abs(a - b) / max(abs(b), 1e-6) for a, b in pairs)
+
+
 def _same_run(batched: EvalResult, solo: EvalResult, rel: float = 1e-5) -> None:
-    """Equal to float tolerance: batched and solo matmuls round differently (about 2e-7 relative
-    after 30 steps). A seed whose training meets a ReLU kink where the rounding decides departs
-    by 1e-3 to 1e-2 from that step on, on any path (seed 0 of (0|0|1|0|1/6|5/6|0) at step 6,
-    seed 6 of Kronecker): the seeds below are ones that do not."""
+    """The same run: equal counts and marks, losses equal to float tolerance (about 2e-7 after 30 steps)."""
     assert batched.seed == solo.seed and batched.status == solo.status
     assert batched.steps == solo.steps and batched.train_flops == solo.train_flops
     assert [p.step for p in batched.curve] == [p.step for p in solo.curve]
-    for a, b in zip(batched.curve, solo.curve, strict=True):
-        assert a.val_loss == pytest.approx(b.val_loss, rel=rel, abs=1e-6)
-        if b.train_loss is not None:
-            assert a.train_loss == pytest.approx(b.train_loss, rel=rel, abs=1e-6)
-    assert batched.final_loss == pytest.approx(solo.final_loss, rel=rel)
     assert batched.flops == solo.flops and batched.params == solo.params and batched.macs == solo.macs
+    assert _departure(batched, solo) <= rel
+
+
+def _same_seeds(batched: list[EvalResult], solos: list[EvalResult]) -> None:
+    """Every seed the same run, to float tolerance, except that one seed of three may depart by up to 2e-2.
+
+    Batched and solo matmuls round differently. A seed whose training meets a ReLU kink where
+    the rounding decides departs by 1e-3 to 1e-2 from that step on, on any path (seed 0 of
+    (0|0|1|0|1/6|5/6|0) at step 6 with its materialised weight, seed 5 on its broadcast path,
+    seed 6 of Kronecker): about one seed in six within 30 steps. A batching bug moves every seed.
+    """
+    departures = []
+    for run, solo in zip(batched, solos, strict=True):
+        _same_run(run, solo, rel=2e-2)
+        departures.append(_departure(run, solo))
+    assert sorted(departures)[-2 if len(departures) > 2 else -1] <= 1e-5, departures
 
 
 @pytest.mark.parametrize(
-    ("spec", "materialise"),
-    [(s, True) for s in ("dense", "btt", "kronecker", "(0|0|1|0|1/6|5/6|0)")] + [("(0|0|1|0|1/6|5/6|0)", False)],
+    ("spec", "thresholds"),
+    [(s, "default") for s in ("dense", "btt", "kronecker", "(0|0|1|0|1/6|5/6|0)")]
+    + [("(0|0|1|0|1/6|5/6|0)", "never materialise")],
 )
-def test_seed_batched_mlp_equals_solo_runs(spec, materialise, monkeypatch):
-    if not materialise:  # the outer-product structure on its broadcast path under vmap
+def test_seed_batched_mlp_equals_solo_runs(spec, thresholds, monkeypatch):
+    if thresholds == "never materialise":  # the outer-product structure on its broadcast path under vmap
         monkeypatch.setattr(fast_paths, "MATERIALISE_AT", float("inf"))
     kw = {"width": 64, "steps": 30, "device": "cpu", "task_options": MLP, "eval_points": 3}
-    seeds = [2, 1, 7]
+    seeds = [2, 0, 5]
     batched = evaluate(spec, "mlp-regression", seeds=seeds, **kw)
     assert isinstance(batched, SeedsResult) and batched.batched and batched.seeds == seeds
-    for run, seed in zip(batched.runs, seeds, strict=True):
-        _same_run(run, evaluate(spec, "mlp-regression", seed=seed, **kw))
+    _same_seeds(batched.runs, [evaluate(spec, "mlp-regression", seed=seed, **kw) for seed in seeds])
     assert batched.scores == [r.final_loss for r in batched.runs]
     assert batched.mean_score == pytest.approx(sum(batched.scores) / 3)
     assert batched.std_score is not None and batched.std_score > 0
@@ -187,3 +203,15 @@ def test_search_has_threads(tmp_path):
     assert main([*args, "--runs-dir", str(tmp_path), "--json"]) == 0
     assert torch.get_num_threads() == 1
     torch.set_num_threads(before)
+
+
+def test_seed_batching_a_materialised_layer_whose_small_calls_fall_back_to_a_fast_path():
+    # btt at 16 materialises from 3 vectors per call on; a 2-row batch runs its structural path,
+    # which under vmap must be the plain-autograd one (the btt Function has no batching rule)
+    opts = {**MLP, "batch_size": 2, "val_size": 8}
+    kw = {"width": 16, "steps": 4, "device": "cpu", "task_options": opts, "eval_points": 2}
+    layer = EinsumLinear("btt", 16, 16)
+    assert layer.path == "materialised" and layer.structural_path == "btt" and layer.materialise_from > 2
+    batched = evaluate("btt", "mlp-regression", seeds=[0, 1], **kw)
+    assert batched.batched
+    _same_seeds(batched.runs, [evaluate("btt", "mlp-regression", seed=s, **kw) for s in (0, 1)])

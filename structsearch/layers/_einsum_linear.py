@@ -27,7 +27,7 @@ from structsearch.layers._fast_paths import (
     general_contract,
     has_unit_contraction,
     kronecker_contract,
-    materialise_pays,
+    materialise_from,
     materialised_contract,
     select_path,
 )
@@ -145,21 +145,29 @@ class EinsumLinear(nn.Module):
         # other core (the taxonomy counts neither its parameter nor a step for it).
         present = {name: any(getattr(self.spec, c) != 0 for c in classes) for name, classes in _CORE_CLASSES.items()}
         # structural_path: the fastest way through the cores; path: what forward runs (the
-        # materialised weight instead where one GEMM by it is faster, _fast_paths.materialise_pays)
+        # materialised weight instead, from materialise_from vectors per call, where one GEMM by
+        # it is faster: _fast_paths.materialise_from)
         self.structural_path = select_path(self.dims, present)
-        fastest = self.structural_path
-        if fastest != "dense" and materialise_pays(self.taxonomy.macs, self.d_in, self.d_out):
-            fastest = "materialised"
-        applicable = {fastest, self.structural_path, "general"}
-        applicable |= {"broadcast"} if has_unit_contraction(self.dims) else set()
-        applicable |= {"materialised"} if self.structural_path != "dense" else set()
-        if path is None:
-            path = fastest
-        elif path not in PATHS:
+        threshold = None
+        if self.structural_path != "dense":
+            threshold = materialise_from(
+                self.taxonomy.macs, self.dims["rho"], self.d_in, self.d_out, self.padded_in, self.padded_out
+            )
+        default = "materialised" if threshold is not None else self.structural_path
+        applicable = {default, self.structural_path, "general"}
+        if self.structural_path != "dense":  # the dense point has one core: no outer product, nothing to build
+            applicable |= {"materialised"} | ({"broadcast"} if has_unit_contraction(self.dims) else set())
+        if path is not None and path not in PATHS:
             raise SpecError(f"path: expected one of {', '.join(PATHS)}, got {path!r}")
-        elif path not in applicable:
-            raise SpecError(f"path: {path!r} does not apply to {self.spec.paper} (this layer runs {fastest!r})")
-        self.path = path
+        if path is not None and path not in applicable:
+            raise SpecError(
+                f"path: {path!r} does not apply to {self.spec.paper} at {self.d_in}x{self.d_out}; "
+                f"expected one of {', '.join(sorted(applicable))}"
+            )
+        self.path = path or default
+        # Calls with fewer vectors run the structural path (the weight's build would not pay);
+        # a path="materialised" the caller asked for materialises every call.
+        self.materialise_from = (0 if path else threshold) if self.path == "materialised" else None
 
         a, b, g, d, e, f, r = (self.dims[c] for c in CLASSES)
         factory = {"device": device, "dtype": dtype}
@@ -228,18 +236,21 @@ class EinsumLinear(nn.Module):
 
     def _contract(self, x: Tensor, core_a: Tensor | None, core_b: Tensor | None, bias: Tensor | None) -> Tensor:
         """x (n, d_in) -> y (n, d_out), bias included."""
-        if self.path == "materialised":  # the weight is built unpadded: no padding, no truncation
-            return materialised_contract(x, core_a, core_b, bias, self.dims, self.d_out)
+        path = self.path
+        if path == "materialised":
+            if x.shape[0] >= self.materialise_from:  # W is sliced to d_out x d_in: no padding, no truncation
+                return materialised_contract(x, core_a, core_b, bias, self.dims, self.d_in, self.d_out)
+            path = self.structural_path
         if self.padded_in != self.d_in:
             x = F.pad(x, (0, self.padded_in - self.d_in))  # (n, padded_in)
         fused = bias if self.padded_out == self.d_out else None
-        if self.path == "dense":
+        if path == "dense":
             y = dense_contract(x, core_a if core_b is None else core_b, fused)  # (n, padded_out)
-        elif self.path == "btt":
+        elif path == "btt":
             y = btt_contract(x, core_a, core_b, fused, self.dims)  # (n, padded_out)
-        elif self.path == "kronecker":
+        elif path == "kronecker":
             y = kronecker_contract(x, core_a, core_b, fused, self.dims)  # (n, padded_out)
-        elif self.path == "broadcast":
+        elif path == "broadcast":
             y = broadcast_contract(x, core_a, core_b, self.dims)  # (n, padded_out)
             if fused is not None:
                 y = y + fused
@@ -272,4 +283,5 @@ class EinsumLinear(nn.Module):
         return (
             f"{self.spec.paper}{name}, d_in={self.d_in}, d_out={self.d_out}, bias={self.bias is not None}, "
             f"sizes[{dims or 'all 1'}], params={self.params:,}, macs={self.macs:,}, {pad}, path={self.path}"
+            + (f" (from {self.materialise_from} vectors per call)" if self.materialise_from else "")
         )

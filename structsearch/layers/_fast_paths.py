@@ -25,9 +25,10 @@ Paths:
   gamma beta rho = 1): that step is an outer product, a broadcast multiply instead of a K = 1
   ``bmm`` (which torch's CPU bmm runs 10-30x slower). The ``btt`` path does the same for
   alpha = 1. Also what the seed-batched trainer runs under ``vmap`` in place of the fast paths.
-- ``materialised``: any theta whose MACs are at least ``MATERIALISE_AT`` of dense's: the
-  d_out x d_in weight W = A . B is built from the cores on every call and ``F.linear`` runs
-  one well-shaped GEMM. The same function and gradients (up to float rounding); it does
+- ``materialised``: any theta whose MACs are above ``MATERIALISE_AT`` of dense's, for calls of
+  at least ``materialise_from`` vectors (fewer run the structural path): the d_out x d_in
+  weight W = A . B is built from the cores on every call and ``F.linear`` runs one well-shaped
+  GEMM. The same function and gradients (up to float rounding); it does
   d_in d_out MACs per vector where the structure does its own, which at such ratios a single
   GEMM does faster than two batched GEMMs with awkward shapes and permuting copies
   (``benchmarks/bench_materialise.py``). The evaluator still charges the structure's MACs.
@@ -38,6 +39,8 @@ Paths:
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
 from typing import Any
 
 import torch
@@ -52,16 +55,16 @@ __all__ = [
     "general_contract",
     "has_unit_contraction",
     "kronecker_contract",
-    "materialise_pays",
+    "materialise_from",
     "materialised_contract",
     "select_path",
 ]
 
 PATHS = ("general", "btt", "kronecker", "dense", "broadcast", "materialised")
 
-# Materialise when the structure's MACs are at least this fraction of dense's, up to this many
-# weight entries (benchmarks/results/materialise_cpu.md: the sweep's fastest threshold, and
-# the largest width it measured).
+# The structural path runs its MACs at about this fraction of a dense GEMM's speed, and the
+# weight is materialised up to d_in x d_out = this many entries: benchmarks/results/materialise_cpu.md
+# (the sweep's fastest threshold, and its largest width, 1024, whose weights pad to a few % more).
 MATERIALISE_AT = 0.4
 MATERIALISE_MAX_ENTRIES = 1024 * 1024
 
@@ -79,9 +82,27 @@ def select_path(dims: dict[str, int], present: dict[str, bool]) -> str:
     return "general"
 
 
-def materialise_pays(macs: int, d_in: int, d_out: int) -> bool:
-    """Whether one GEMM by the materialised weight is the faster way to run these MACs."""
-    return macs >= MATERIALISE_AT * d_in * d_out and d_in * d_out <= MATERIALISE_MAX_ENTRIES
+def materialise_from(macs: int, rho: int, d_in: int, d_out: int, padded_in: int, padded_out: int) -> int | None:
+    """Fewest vectors per call from which one GEMM by the materialised weight is faster (None: never).
+
+    Per call, the weight costs rho * padded_in * padded_out MACs to build and d_in * d_out per
+    vector to apply; the structural path costs ``macs`` per vector at about ``MATERIALISE_AT``
+    of a dense GEMM's speed. So materialise when n (macs / MATERIALISE_AT - d_in d_out) covers
+    the build: from a handful of vectors for a structure well above the threshold, never for one
+    below it, and not for a single vector (inference) unless the structure costs more than dense.
+
+    >>> materialise_from(macs=14_080, rho=1, d_in=128, d_out=128, padded_in=132, padded_out=128)
+    1
+    >>> materialise_from(macs=2_904, rho=1, d_in=128, d_out=128, padded_in=132, padded_out=132) is None
+    True
+    """
+    if d_in * d_out > MATERIALISE_MAX_ENTRIES or not math.isfinite(MATERIALISE_AT):  # inf: never
+        return None
+    speed = Fraction(str(MATERIALISE_AT))  # exact, so the crossover is not off by one from rounding
+    saving = macs / speed - d_in * d_out  # per vector, in dense-GEMM MACs
+    if saving <= 0:
+        return None
+    return max(1, math.ceil(rho * padded_in * padded_out / saving))
 
 
 def has_unit_contraction(dims: dict[str, int]) -> bool:
@@ -123,16 +144,19 @@ def broadcast_contract(x: Tensor, core_a: Tensor, core_b: Tensor, dims: dict[str
 
 
 def materialised_contract(
-    x: Tensor, core_a: Tensor, core_b: Tensor, bias: Tensor | None, dims: dict[str, int], d_out: int
+    x: Tensor, core_a: Tensor, core_b: Tensor, bias: Tensor | None, dims: dict[str, int], d_in: int, d_out: int
 ) -> Tensor:
-    """y = x W^T + bias with W = A . B (taxonomy.md 1) built for this call; x (n, d_in) unpadded -> y (n, d_out)."""
+    """y = x W^T + bias with W = A . B (taxonomy.md 1) built for this call; x (n, d_in) -> y (n, d_out).
+
+    W is built at the padded sizes and sliced to d_out x d_in, so x needs no padding and y no truncation.
+    """
     a, b, g, d, e, f, r = (dims[c] for c in ("alpha", "beta", "gamma", "delta", "epsilon", "phi", "rho"))
     left = core_a.permute(3, 0, 4, 1, 2).reshape(f * g, d * a, r)  # (f*g, d*a, r)
     right = core_b.permute(0, 1, 3, 4, 2).reshape(f * g, r, e * b)  # (f*g, r, e*b)
     # contract rho; rho = 1 is an outer product, a broadcast multiply (a K = 1 bmm is slow on CPU)
     w = left * right if r == 1 else torch.bmm(left, right)  # (f*g, d*a, e*b)
-    w = w.view(f, g, d, a, e, b).permute(0, 4, 2, 1, 5, 3).reshape(f * e * d, g * b * a)  # (out, in), padded
-    return F.linear(x, w[:d_out, : x.shape[-1]], bias)  # (n, d_out)
+    w = w.view(f, g, d, a, e, b).permute(0, 4, 2, 1, 5, 3).reshape(f * e * d, g * b * a)  # (f*e*d, g*b*a)
+    return F.linear(x, w[:d_out, :d_in], bias)  # (n, d_out)
 
 
 def dense_contract(x: Tensor, core: Tensor, bias: Tensor | None) -> Tensor:
