@@ -30,7 +30,7 @@ import argparse
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -177,6 +177,15 @@ def seeds_materialised(repeats: int) -> list[str]:
     return rows
 
 
+def _against_first(times: dict[tuple[str, str], list[float]], specs: list[str], variants: list[str]) -> Iterator[tuple]:
+    """(structure, variant, median, speed-up against that structure's first variant), in table order."""
+    for spec in specs:
+        base = statistics.median(times[(spec, variants[0])])
+        for name in variants:
+            median = statistics.median(times[(spec, name)])
+            yield spec, name, median, base / median
+
+
 def ladder(repeats: int) -> list[str]:
     import json
 
@@ -196,11 +205,8 @@ def ladder(repeats: int) -> list[str]:
                 times.setdefault((spec, name), []).append(time.perf_counter() - start)
                 scores[(spec, name)] = r.score
     rows = ["| structure | marks | ladder s (median) | speed-up | score |", "|---|---|---:|---:|---:|"]
-    for spec in specs:
-        base = statistics.median(times[(spec, next(iter(variants)))])
-        for name in variants:
-            t = statistics.median(times[(spec, name)])
-            rows.append(f"| {spec} | {name} | {t:.3f} | {base / t:.2f}x | {scores[(spec, name)]:.5f} |")
+    for spec, name, t, speedup in _against_first(times, specs, list(variants)):
+        rows.append(f"| {spec} | {name} | {t:.3f} | {speedup:.2f}x | {scores[(spec, name)]:.5f} |")
     n = same = flagged = 0
     for path in Path("benchmarks/results").glob("*.jsonl"):
         for line in path.read_text().splitlines():
@@ -247,18 +253,14 @@ def materialise(repeats: int) -> list[str]:
     rows = ["| structure | MACs / dense at width 128 | path | ladder s (median) | speed-up | score |"]
     rows.append("|---|---:|---|---:|---:|---:|")
     totals = dict.fromkeys(variants, 0.0)
-    for spec in specs:
+    for spec, name, t, speedup in _against_first(times, specs, list(variants)):
         layer = EinsumLinear(spec, 128, 128, device="meta")
         ratio = layer.macs / 128**2 if layer.structural_path != "dense" else 1.0
-        base = statistics.median(times[(spec, next(iter(variants)))])
-        for name in variants:
-            t = statistics.median(times[(spec, name)])
-            totals[name] += t
-            score = scores[(spec, name)]
-            rows.append(
-                f"| {spec} | {ratio:.2f} | {name} | {t:.3f} | {base / t:.2f}x | "
-                f"{'-' if score is None else f'{score:.5f}'} |"
-            )
+        totals[name] += t
+        score = scores[(spec, name)]
+        rows.append(
+            f"| {spec} | {ratio:.2f} | {name} | {t:.3f} | {speedup:.2f}x | {'-' if score is None else f'{score:.5f}'} |"
+        )
     off, on = totals.values()
     rows += ["", f"All ten ladders: {off:.2f} s structural, {on:.2f} s with materialisation ({off / on:.2f}x)."]
     return [*rows, "", *_materialise_char_lm(repeats, variants)]
@@ -280,11 +282,8 @@ def _materialise_char_lm(repeats: int, variants: dict[str, float]) -> list[str]:
     finally:
         fast_paths.MATERIALISE_AT = variants["materialised (the default)"]
     rows = ["| char-lm structure (width 64) | path | ms/step (median) | speed-up |", "|---|---|---:|---:|"]
-    for spec in specs:
-        base = statistics.median(times[(spec, next(iter(variants)))])
-        for name in variants:
-            ms = statistics.median(times[(spec, name)])
-            rows.append(f"| {spec} | {name} | {ms:.1f} | {base / ms:.2f}x |")
+    for spec, name, ms, speedup in _against_first(times, specs, list(variants)):
+        rows.append(f"| {spec} | {name} | {ms:.1f} | {speedup:.2f}x |")
     return rows
 
 
