@@ -106,13 +106,16 @@ class EinsumLinear(nn.Module):
     epsilon)`` (the taxonomy's cores, axes ordered for batched matmuls), and ``bias``.
     ``params`` and ``macs`` are the taxonomy's numbers; ``cores`` lists each core's fan-in
     and fan-out for :func:`param_groups`; ``to_dense()`` is the d_out x d_in weight.
+    ``path`` is how ``forward`` computes (docs/layers.md, "Contraction paths"):
+    ``structural_path`` is the fastest contraction through the cores, and ``"materialised"``
+    means calls of at least ``materialise_from`` vectors multiply by the weight built from them.
 
     >>> layer = EinsumLinear("btt", 64, 64)
     >>> layer.params, layer.macs, layer.path
     (1024, 1024, 'btt')
     >>> small = EinsumLinear("btt", 16, 16)  # 128 MACs, half of dense's: one GEMM by W is faster
-    >>> small.path, small.structural_path
-    ('materialised', 'btt')
+    >>> small.path, small.structural_path, small.materialise_from
+    ('materialised', 'btt', 4)
     """
 
     def __init__(
