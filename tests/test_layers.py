@@ -246,6 +246,20 @@ def test_benchmark_smoke_run(tmp_path) -> None:
     assert "| btt | 64 | btt |" in text and "| kronecker | 64 | kronecker |" in text and "Machine:" in text
 
 
+def test_materialise_benchmark_smoke_run(tmp_path) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_materialise.py"
+    out = tmp_path / "table.md"
+    args = [sys.executable, str(script), "--widths", "64", "--random", "2", "--reps", "1", "--out", str(out)]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    text = out.read_text()
+    assert "| 64 | btt | btt |" in text and "the rule in use" in text and "Machine:" in text
+
+
 def test_benchmark_peak_memory_matches_closed_form_for_dense(monkeypatch: pytest.MonkeyPatch) -> None:
     """nn.Linear's forward+backward allocates y, dL/dx and dL/dW: the tracker's peak is exactly their sum."""
     import importlib.util
