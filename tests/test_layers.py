@@ -232,31 +232,28 @@ def test_compiles_with_inductor(request: pytest.FixtureRequest) -> None:
 
 
 # -- the committed benchmark runs -----------------------------------------------------------
-def test_benchmark_smoke_run(tmp_path) -> None:
+def _run_benchmark(tmp_path, script: str, *args: str) -> str:
+    """Run ``benchmarks/<script>`` with ``args``, whose last is the flag naming the markdown file; return the table."""
     import subprocess
     import sys
     from pathlib import Path
 
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_layers.py"
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / script
     out = tmp_path / "table.md"
-    args = [sys.executable, str(script), "--sizes", "64", "--batch", "16", "--reps", "1", "--markdown", str(out)]
-    done = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, str(path), *args, str(out)], capture_output=True, text=True, timeout=120, check=False
+    )
     assert done.returncode == 0, done.stderr
-    text = out.read_text()
+    return out.read_text()
+
+
+def test_benchmark_smoke_run(tmp_path) -> None:
+    text = _run_benchmark(tmp_path, "bench_layers.py", "--sizes", "64", "--batch", "16", "--reps", "1", "--markdown")
     assert "| btt | 64 | btt |" in text and "| kronecker | 64 | kronecker |" in text and "Machine:" in text
 
 
 def test_materialise_benchmark_smoke_run(tmp_path) -> None:
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_materialise.py"
-    out = tmp_path / "table.md"
-    args = [sys.executable, str(script), "--widths", "64", "--random", "2", "--reps", "1", "--out", str(out)]
-    done = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 0, done.stderr
-    text = out.read_text()
+    text = _run_benchmark(tmp_path, "bench_materialise.py", "--widths", "64", "--random", "2", "--reps", "1", "--out")
     assert "| 64 | btt | btt |" in text and "the rule in use" in text and "Machine:" in text
 
 
