@@ -28,6 +28,7 @@ from structsearch.layers._fast_paths import (
     has_unit_contraction,
     kronecker_contract,
     materialise_from,
+    materialise_weight,
     materialised_contract,
     select_path,
 )
@@ -151,15 +152,13 @@ class EinsumLinear(nn.Module):
         # materialised weight instead, from materialise_from vectors per call, where one GEMM by
         # it is faster: _fast_paths.materialise_from)
         self.structural_path = select_path(self.dims, present)
-        threshold = None
-        if self.structural_path != "dense":
+        threshold, applicable = None, {self.structural_path, "general"}
+        if self.structural_path != "dense":  # the dense point has one core: no outer product, nothing to build
             threshold = materialise_from(
                 self.taxonomy.macs, self.dims["rho"], self.d_in, self.d_out, self.padded_in, self.padded_out
             )
-        default = "materialised" if threshold is not None else self.structural_path
-        applicable = {default, self.structural_path, "general"}
-        if self.structural_path != "dense":  # the dense point has one core: no outer product, nothing to build
             applicable |= {"materialised"} | ({"broadcast"} if has_unit_contraction(self.dims) else set())
+        default = "materialised" if threshold is not None else self.structural_path
         if path is not None and path not in PATHS:
             raise SpecError(f"path: expected one of {', '.join(PATHS)}, got {path!r}")
         if path is not None and path not in applicable:
@@ -274,8 +273,7 @@ class EinsumLinear(nn.Module):
         if self.A is None or self.B is None:  # dense point: one (d_in x d_out) core
             core = self.A if self.B is None else self.B
             return core.reshape(self.padded_in, self.padded_out).t()[: self.d_out, : self.d_in]
-        w = torch.einsum("garfd,fgbre->fedgba", self.A, self.B)  # (f, e, d, g, b, a)
-        return w.reshape(self.padded_out, self.padded_in)[: self.d_out, : self.d_in]
+        return materialise_weight(self.A, self.B, self.dims, self.d_in, self.d_out)  # (d_out, d_in)
 
     def extra_repr(self) -> str:
         name = f" {self.spec.name}" if self.spec.name else ""

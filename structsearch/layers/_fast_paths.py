@@ -5,8 +5,8 @@ Core layouts (shared by every path, chosen so each step is one batched matmul):
 - ``A ~ (gamma, alpha, rho, phi, delta)``: for each gamma an (alpha) x (rho phi delta) matrix;
 - ``B ~ (phi, gamma, beta, rho, epsilon)``: for each phi a (gamma beta rho) x (epsilon) matrix.
 
-Both are the taxonomy's cores (taxonomy.md 1) with their axes reordered; ``to_dense``
-contracts them with ``einsum('garfd,fgbre->fedgba')``.
+Both are the taxonomy's cores (taxonomy.md 1) with their axes reordered; ``materialise_weight``
+contracts them into the d_out x d_in weight (what ``to_dense`` and the ``materialised`` path use).
 
 Paths:
 
@@ -56,6 +56,7 @@ __all__ = [
     "has_unit_contraction",
     "kronecker_contract",
     "materialise_from",
+    "materialise_weight",
     "materialised_contract",
     "select_path",
 ]
@@ -143,20 +144,22 @@ def broadcast_contract(x: Tensor, core_a: Tensor, core_b: Tensor, dims: dict[str
     return y.view(f, n, d, e).permute(1, 0, 3, 2).reshape(n, f * e * d)  # (n, f*e*d)
 
 
-def materialised_contract(
-    x: Tensor, core_a: Tensor, core_b: Tensor, bias: Tensor | None, dims: dict[str, int], d_in: int, d_out: int
-) -> Tensor:
-    """y = x W^T + bias with W = A . B (taxonomy.md 1) built for this call; x (n, d_in) -> y (n, d_out).
-
-    W is built at the padded sizes and sliced to d_out x d_in, so x needs no padding and y no truncation.
-    """
+def materialise_weight(core_a: Tensor, core_b: Tensor, dims: dict[str, int], d_in: int, d_out: int) -> Tensor:
+    """The d_out x d_in weight W = A . B (taxonomy.md 1): built at the padded sizes, then sliced."""
     a, b, g, d, e, f, r = (dims[c] for c in ("alpha", "beta", "gamma", "delta", "epsilon", "phi", "rho"))
     left = core_a.permute(3, 0, 4, 1, 2).reshape(f * g, d * a, r)  # (f*g, d*a, r)
     right = core_b.permute(0, 1, 3, 4, 2).reshape(f * g, r, e * b)  # (f*g, r, e*b)
     # contract rho; rho = 1 is an outer product, a broadcast multiply (a K = 1 bmm is slow on CPU)
     w = left * right if r == 1 else torch.bmm(left, right)  # (f*g, d*a, e*b)
     w = w.view(f, g, d, a, e, b).permute(0, 4, 2, 1, 5, 3).reshape(f * e * d, g * b * a)  # (f*e*d, g*b*a)
-    return F.linear(x, w[:d_out, :d_in], bias)  # (n, d_out)
+    return w[:d_out, :d_in]  # (d_out, d_in)
+
+
+def materialised_contract(
+    x: Tensor, core_a: Tensor, core_b: Tensor, bias: Tensor | None, dims: dict[str, int], d_in: int, d_out: int
+) -> Tensor:
+    """y = x W^T + bias with W built for this call; x (n, d_in) -> y (n, d_out), no padding, no truncation."""
+    return F.linear(x, materialise_weight(core_a, core_b, dims, d_in, d_out), bias)  # (n, d_out)
 
 
 def dense_contract(x: Tensor, core: Tensor, bias: Tensor | None) -> Tensor:
