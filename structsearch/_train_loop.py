@@ -183,7 +183,9 @@ class SoloStepper:
     ) -> None:
         self.task, self.model, self.optimizer, self.schedule = task, model, optimizer, schedule
         self.batches, self.autocast, self.device = batches, autocast, device
-        self.grad_clip = getattr(task, "grad_clip", None)
+        # A FlatAdamW built with the task's grad_clip clips inside its step.
+        clips_itself = getattr(optimizer, "max_grad_norm", None) is not None
+        self.grad_clip = None if clips_itself else getattr(task, "grad_clip", None)
 
     def batch(self) -> Any:
         return next(self.batches)

@@ -60,8 +60,10 @@ EXPLODE_FACTOR = 20.0
 # AdamW's implementation. Fused takes 3-11% less per step on an idle CPU, but it rounds
 # differently, enough to move a chaotic training's score by 5% and swap two ranks of the
 # throughput goal's list (benchmarks/results/throughput.md); foreach keeps every recorded study
-# and benchmark cache reproducible.
-OPTIMIZER_OPTIONS: dict[str, Any] = {"foreach": True}
+# and benchmark cache reproducible. "flat" is foreach (with the clipping) run over flat buffers
+# (structsearch._flat_adamw): bit-identical to it, in a handful of ops per step instead of a
+# dozen per tensor; foreach is what runs where it does not apply (mixed dtypes or devices).
+OPTIMIZER_OPTIONS: dict[str, Any] = {"foreach": True, "flat": True}
 
 
 class CurvePoint(BaseModel):
@@ -678,13 +680,27 @@ def _build(spec: Spec, task_obj: Any, width: int, seed: int, dev: Any) -> tuple[
     return task_obj.build_model(linear, width).to(dev), made
 
 
-def _optimizer(task_obj: Any, groups: list[dict[str, Any]], lr: float, planned: int) -> tuple[Any, Any]:
-    """AdamW (betas 0.9, 0.95) on ``groups`` with warmup + cosine (``OPTIMIZER_OPTIONS``'s implementation)."""
+def _optimizer(
+    task_obj: Any, groups: list[dict[str, Any]], lr: float, planned: int, clip_order: list[Any] | None = None
+) -> tuple[Any, Any]:
+    """AdamW (betas 0.9, 0.95) on ``groups`` with warmup + cosine (``OPTIMIZER_OPTIONS``'s implementation).
+
+    ``clip_order``: the model's parameters, given when the optimiser should clip the gradients
+    to the task's ``grad_clip`` itself (as ``clip_grad_norm_`` over them would). A ``FlatAdamW``
+    does; a torch AdamW leaves clipping to the caller (the steppers check ``max_grad_norm``).
+    """
     import torch
 
+    from structsearch._flat_adamw import FlatAdamW, flat_adamw_applies
     from structsearch.training import BETAS, EPS, WARMUP_FRACTION, lr_factor
 
-    optimizer = torch.optim.AdamW(groups, lr=lr, betas=BETAS, eps=EPS, **OPTIMIZER_OPTIONS)
+    options = dict(OPTIMIZER_OPTIONS)
+    if options.pop("flat", False) and flat_adamw_applies(groups):
+        clip = getattr(task_obj, "grad_clip", None) if clip_order is not None else None
+        max_norm = float(clip) if clip else None
+        optimizer = FlatAdamW(groups, lr, BETAS, EPS, max_grad_norm=max_norm, clip_order=clip_order)
+    else:
+        optimizer = torch.optim.AdamW(groups, lr=lr, betas=BETAS, eps=EPS, **options)
     warmup = float(getattr(task_obj, "warmup_fraction", WARMUP_FRACTION))
     return optimizer, torch.optim.lr_scheduler.LambdaLR(
         optimizer, functools.partial(lr_factor, steps=planned, warmup_fraction=warmup)
@@ -711,7 +727,7 @@ def _train(
     model, made = _build(spec, task_obj, width, seed, dev)
     setup = _Setup(task_obj, model, made, seed, dev, budget, steps)
     groups = param_groups(model, lr, base_fan_in=int(task_obj.base_width), weight_decay=float(task_obj.weight_decay))
-    optimizer, schedule = _optimizer(task_obj, groups, lr, setup.planned)
+    optimizer, schedule = _optimizer(task_obj, groups, lr, setup.planned, clip_order=list(model.parameters()))
     batches = training_stream(task_obj, seed, dev)
     model.train()
     stepper = SoloStepper(task_obj, model, optimizer, schedule, batches, setup.autocast, dev)

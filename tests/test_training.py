@@ -44,41 +44,42 @@ def test_defaults_are_the_task_defaults() -> None:
 
 
 def test_optimizer_reproduces_the_evaluator_step_for_step(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Record the evaluator's AdamW and clipping during a real evaluate(); the helper matches both."""
+    """Record the evaluator's optimiser during a real evaluate(); the helper matches its groups and schedule.
+
+    The evaluator's optimiser is a FlatAdamW that clips inside its step; tests/test_flat_adamw.py
+    shows it bit-identical to torch's AdamW after ``clip_grad_norm_``, the recipe documented here.
+    """
+    from structsearch._flat_adamw import FlatAdamW
+
     made: list[torch.optim.Optimizer] = []
-    clips: list[float] = []
+    build = structsearch.evaluation._optimizer
 
-    class RecordingAdamW(torch.optim.AdamW):
-        def __init__(self, *args, **kwargs) -> None:
-            super().__init__(*args, **kwargs)
-            self.lrs: list[list[float]] = []  # the learning rate of every group at every step
-            made.append(self)
+    def record_lrs(opt: torch.optim.Optimizer) -> None:  # the learning rate of every group at every step
+        opt.lrs = []
+        opt.register_step_pre_hook(lambda o, args, kwargs: o.lrs.append([g["lr"] for g in o.param_groups]))
 
-        def step(self, closure=None):  # type: ignore[override]
-            self.lrs.append([group["lr"] for group in self.param_groups])
-            return super().step(closure)
+    def recording(*args, **kwargs):  # the evaluator's optimiser
+        opt, schedule = build(*args, **kwargs)
+        record_lrs(opt)
+        made.append(opt)
+        return opt, schedule
 
-    clip = torch.nn.utils.clip_grad_norm_
-
-    def recording_clip(params, max_norm, *args, **kwargs):
-        clips.append(float(max_norm))
-        return clip(params, max_norm, *args, **kwargs)
-
-    monkeypatch.setattr(torch.optim, "AdamW", RecordingAdamW)
-    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", recording_clip)
+    monkeypatch.setattr(structsearch.evaluation, "_optimizer", recording)
     task = get_task("structsearch.tasks.example_plugin:make_task", dim=8)
     task.weight_decay, task.warmup_fraction = 0.1, 0.1  # not the defaults, so that both must flow through
     steps = 30
     result = structsearch.evaluate("btt", task, steps=steps, device="cpu", eval_points=2)
     assert result.status == "ok" and result.steps == steps and len(made) == 1
     evaluator = made.pop()
+    assert isinstance(evaluator, FlatAdamW) and evaluator.max_grad_norm == GRAD_CLIP
 
     torch.manual_seed(0)
     model = task.build_model(linear_factory("btt"), result.width)
     opt, schedule = structsearch.optimizer(
         model, task.lr, steps, base_fan_in=task.base_width, weight_decay=0.1, warmup_fraction=0.1
     )
-    assert opt is made[0]
+    assert isinstance(opt, torch.optim.AdamW)
+    record_lrs(opt)
 
     def groups(o: torch.optim.Optimizer) -> list[tuple]:
         return [(g["names"], g["initial_lr"], g["weight_decay"], g["betas"], g["eps"]) for g in o.param_groups]
@@ -100,7 +101,6 @@ def test_optimizer_reproduces_the_evaluator_step_for_step(monkeypatch: pytest.Mo
         assert mine == pytest.approx(theirs, rel=1e-12)
         factor = closed_form_factor(step, steps, 0.1)
         assert mine == pytest.approx([g["initial_lr"] * factor for g in opt.param_groups], rel=1e-12)
-    assert clips == [GRAD_CLIP] * steps
 
 
 def test_optimizer_rejects_bad_arguments() -> None:
