@@ -6,7 +6,8 @@ Sections (each a markdown table; ``--only`` picks some):
 - ``achieved``: model training FLOPs / model time (``EvalResult.flops_per_second``) for dense and BTT
   at widths 64-1024 on mlp-regression and char-lm, one thread, with data and evaluation time apart;
 - ``overhead``: ms per step with each overhead change off (as main had it) and on, side by side:
-  blocked data (``data_block``), deferred loss reads (``READ_EVERY``), AdamW for-loop / foreach / fused;
+  blocked data (``data_block``), deferred loss reads (``READ_EVERY``), AdamW for-loop / foreach / fused /
+  flat (``structsearch._flat_adamw``);
 - ``seeds``: one seed against S = 4 seeds in one vectorised run (``evaluate(..., seeds=...)``);
 - ``seeds-materialised``: the same 4 seeds with every structured layer on its materialised weight
   under vmap (a rule tried for seed batching and not adopted);
@@ -98,8 +99,10 @@ OVERHEAD = {
     "+ deferred loss reads (every 16 steps)": _variant(1, 16, {"foreach": False}),
     "+ AdamW foreach": _variant(1, 1, {"foreach": True}),
     "+ AdamW fused": _variant(1, 1, {"fused": True}),
-    "after (the default): blocked, deferred, foreach": _variant(32, 16, {"foreach": True}),
+    "+ AdamW flat (foreach over flat buffers, clipping inside)": _variant(1, 1, {"foreach": True, "flat": True}),
+    "blocked, deferred, foreach": _variant(32, 16, {"foreach": True}),
     "blocked, deferred, fused": _variant(32, 16, {"fused": True}),
+    "after (the default): blocked, deferred, flat": _variant(32, 16, {"foreach": True, "flat": True}),
 }
 
 
@@ -113,7 +116,7 @@ def overhead(repeats: int) -> list[str]:
                 task, spec, width = case
                 r = evaluate(spec, task, steps=150, width=width, device="cpu", eval_points=1)
                 times.setdefault((case, name), []).append((r.wall_seconds / r.steps, r.data_seconds / r.steps))
-    OVERHEAD["after (the default): blocked, deferred, foreach"]()
+    OVERHEAD["after (the default): blocked, deferred, flat"]()
     rows = ["| task / structure / width | variant | ms/step | data ms/step | vs before |", "|---|---|---:|---:|---:|"]
     for case in cases:
         base = None
