@@ -13,6 +13,8 @@ Sections (each a markdown table; ``--only`` picks some):
   under vmap (a rule tried for seed batching and not adopted);
 - ``materialise``: the ten candidates of ``bench_goal.py`` scored by the search's default scorer
   (a 3e9-FLOP frontier ladder) with the materialised-weight path off and on, side by side;
+- ``flat``: the same ten ladders (and char-lm steps) with torch's foreach AdamW + ``clip_grad_norm_``
+  against the flat AdamW (``structsearch._flat_adamw``), side by side, and whether the scores keep their bits;
 - ``ladder``: one frontier score (a 3e9-FLOP ladder, the search's default scorer) with 10
   validation marks per rung against the ladder's 5, side by side, and whether the overfitting
   check (the only reader of the marks besides the final loss) decides the same on the recorded
@@ -269,6 +271,52 @@ def materialise(repeats: int) -> list[str]:
     return [*rows, "", *_materialise_char_lm(repeats, variants)]
 
 
+def flat_optimizer(repeats: int) -> list[str]:
+    """The goal list's ten candidates by the search's default scorer, and char-lm steps, foreach AdamW against flat."""
+    from bench_goal import NAMED, random_canonical
+
+    from structsearch.frontier import frontier_score
+
+    specs = NAMED + [random_canonical(seed) for seed in range(5)]
+    variants = {"foreach + clip_grad_norm_": {"foreach": True}, "flat (the default)": {"foreach": True, "flat": True}}
+    times: dict[tuple[str, str], list[float]] = {}
+    scores: dict[tuple[str, str], float | None] = {}
+    for spec in specs:  # warm the per-process caches (teacher, validation set, FLOP accounts)
+        frontier_score(spec, "mlp-regression", 3e8, target_flops=3e9, threads=1)
+    try:
+        for _ in range(repeats):
+            for spec in specs:
+                for name, options in variants.items():
+                    evaluation.OPTIMIZER_OPTIONS = options
+                    start = time.perf_counter()
+                    r = frontier_score(spec, "mlp-regression", 3e9, target_flops=3e10, threads=1)
+                    times.setdefault((spec, name), []).append(time.perf_counter() - start)
+                    scores[(spec, name)] = r.score
+            for spec in ("dense", "btt"):
+                for name, options in variants.items():
+                    evaluation.OPTIMIZER_OPTIONS = options
+                    r = evaluate(spec, "char-lm", steps=40, eval_points=1, device="cpu")
+                    times.setdefault((f"char-lm {spec}", name), []).append(r.wall_seconds)
+                    scores[(f"char-lm {spec}", name)] = r.final_loss
+    finally:
+        evaluation.OPTIMIZER_OPTIONS = variants["flat (the default)"]
+    rows = ["| structure | optimiser | s (median) | speed-up | score | same bits |", "|---|---|---:|---:|---:|---|"]
+    totals = dict.fromkeys(variants, 0.0)
+    names = list(variants)
+    for spec, name, t, speedup in _against_first(times, [*specs, "char-lm dense", "char-lm btt"], names):
+        totals[name] += t if not spec.startswith("char-lm") else 0.0
+        score, first = scores[(spec, name)], scores[(spec, names[0])]
+        text = "-" if score is None else f"{score:.6f}"
+        rows.append(f"| {spec} | {name} | {t:.3f} | {speedup:.2f}x | {text} | {'yes' if score == first else 'NO'} |")
+    before, after = totals.values()
+    rows += [
+        "",
+        f"mlp-regression rows: a frontier ladder (3e9 FLOPs, target 3e10); char-lm rows: 40 steps at width 64. "
+        f"All ten ladders: {before:.2f} s foreach, {after:.2f} s flat ({before / after:.2f}x).",
+    ]
+    return rows
+
+
 def _materialise_char_lm(repeats: int, variants: dict[str, float]) -> list[str]:
     """ms per char-lm step (its default width) of issue 10's unit-contraction structure, off and on."""
     import structsearch.layers._fast_paths as fast_paths
@@ -337,7 +385,17 @@ def main() -> None:
     parser.add_argument(
         "--only",
         nargs="*",
-        choices=["peak", "achieved", "overhead", "seeds", "seeds-materialised", "ladder", "materialise", "compile"],
+        choices=[
+            "peak",
+            "achieved",
+            "overhead",
+            "seeds",
+            "seeds-materialised",
+            "ladder",
+            "materialise",
+            "flat",
+            "compile",
+        ],
         default=["peak", "achieved", "overhead", "seeds", "ladder"],
         help="sections to run (default: all but compile)",
     )
@@ -373,6 +431,10 @@ def main() -> None:
         "materialise": (
             f"Materialised weight: the goal list by the default frontier score, 3e9 FLOPs (median of {args.repeats})",
             lambda: materialise(args.repeats),
+        ),
+        "flat": (
+            f"Flat AdamW against foreach: the goal list by the default frontier score (median of {args.repeats})",
+            lambda: flat_optimizer(args.repeats),
         ),
         "compile": ("torch.compile (inductor), mlp-regression width 128, one run", compile_cost),
     }

@@ -543,13 +543,16 @@ def _train_or_fail(
 
 
 def _evaluate_seeds(seeds: list[int], width_rule: str, *args: Any) -> SeedsResult:
-    """Every seed in one vectorised run (structsearch._seed_batch); one by one if the task's loss can't be vmapped."""
+    """Every seed in one vectorised run (structsearch._seed_batch); one by one if the task's loss can't be
+    vmapped or the task does not batch its seeds (``Task.batch_seeds``)."""
     from structsearch._seed_batch import train_seeds
 
     spec, task_obj, budget, dev, width, lr, steps, eval_points, explode_factor, progress = args
     try:
-        batched = train_seeds(
-            spec, task_obj, budget, seeds, dev, width, lr, steps, eval_points, explode_factor, progress
+        batched = (
+            train_seeds(spec, task_obj, budget, seeds, dev, width, lr, steps, eval_points, explode_factor, progress)
+            if getattr(task_obj, "batch_seeds", True)
+            else None
         )
     except StructSearchError:
         raise
@@ -981,7 +984,9 @@ class SeedsResult(BaseModel):
     std_score: float | None = Field(description="sample standard deviation of the finite scores (2 or more)")
     train_flops: float = Field(description="training FLOPs of all seeds together")
     wall_seconds: float = Field(description="training wall time of the batched run, all seeds together")
-    batched: bool = Field(description="trained in one vectorised run (False: one by one, the task could not be)")
+    batched: bool = Field(
+        description="trained in one vectorised run (False: one by one, the task could not be or does not batch seeds)"
+    )
     runs: list[EvalResult] | list[ProxyResult]
 
     @classmethod

@@ -82,9 +82,17 @@ def test_seed_batched_mlp_equals_solo_runs(spec, thresholds, monkeypatch):
     json.dumps(batched.to_dict(), allow_nan=False)
 
 
-def test_seed_batched_char_lm_equals_solo_runs():
+def test_seed_batched_char_lm_equals_solo_runs(monkeypatch: pytest.MonkeyPatch):
+    """char-lm trains its seeds one by one (batching costs more there); batched, they still equal solo runs."""
     kw = {"width": 64, "steps": 6, "device": "cpu", "task_options": CHAR, "eval_points": 2}
+    one_by_one = evaluate("btt", "char-lm", seeds=[0, 1], **kw)
+    assert not one_by_one.batched and all(r.seeds_batched == 1 for r in one_by_one.runs)
+    for run in one_by_one.runs:
+        solo = evaluate("btt", "char-lm", seed=run.seed, **kw)
+        assert run.final_loss == solo.final_loss and [p.val_loss for p in run.curve] == [p.val_loss for p in solo.curve]
+    monkeypatch.setattr(CharLM, "batch_seeds", True)
     batched = evaluate("btt", "char-lm", seeds=[0, 1], **kw)
+    assert batched.batched
     for run in batched.runs:
         _same_run(run, evaluate("btt", "char-lm", seed=run.seed, **kw))
 

@@ -69,6 +69,10 @@ class Task:
       (``describe()``) and the generator's seed, and ``loss`` does not modify a batch; the
       evaluator then makes each seed's stream once per process and replays it to every later
       training (worth it when making a batch is costly, as mlp-regression's teacher is).
+    - ``batch_seeds``: whether ``seeds=[...]`` trains the seeds in one vectorised run
+      (``torch.func.vmap``, the default) or one by one. Turn it off where the batched run costs
+      more than the seeds' solo runs together (char-lm: 4 seeds batched cost 4.1-5.2x one seed,
+      benchmarks/results/throughput.md).
 
     Hook with a default: ``score(mean_validation_loss) -> float`` turns the mean of ``loss``
     over the validation batches into the reported number (identity; ``char-lm`` divides by
@@ -87,6 +91,7 @@ class Task:
     width_rule: str = "fixed"
     width_multiple: int = 8
     replayable_stream: bool = False
+    batch_seeds: bool = True
 
     def build_model(self, linear: LinearFactory, width: int) -> Any:
         raise NotImplementedError
