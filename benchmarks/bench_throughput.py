@@ -8,7 +8,8 @@ Sections (each a markdown table; ``--only`` picks some):
 - ``overhead``: ms per step with each overhead change off (as main had it) and on, side by side:
   blocked data (``data_block``), deferred loss reads (``READ_EVERY``), AdamW for-loop / foreach / fused /
   flat (``structsearch._flat_adamw``);
-- ``seeds``: one seed against S = 4 seeds in one vectorised run (``evaluate(..., seeds=...)``);
+- ``seeds``: one seed against S = 4 seeds in one vectorised run (``evaluate(..., seeds=...)``; char-lm,
+  which trains its seeds one by one, forced to batch them);
 - ``seeds-materialised``: the same 4 seeds with every structured layer on its materialised weight
   under vmap (a rule tried for seed batching and not adopted);
 - ``materialise``: the ten candidates of ``bench_goal.py`` scored by the search's default scorer
@@ -131,15 +132,21 @@ def overhead(repeats: int) -> list[str]:
 
 
 def seeds(repeats: int) -> list[str]:
+    """One seed against 4 seeds in one vectorised run; char-lm forced to batch (its default is one by one)."""
     cases = [("mlp-regression", s, w) for w in (64, 128, 256) for s in ("dense", "btt")]
-    cases += [("char-lm", s, 64) for s in ("dense", "btt")]
+    cases += [("char-lm", s, w) for w in (32, 64, 128) for s in ("dense", "btt")]
     times: dict[tuple, list[float]] = {}
-    for _ in range(repeats):
-        for task, spec, width in cases:
-            kw = {"steps": 40, "width": width, "device": "cpu", "eval_points": 1}
-            one = evaluate(spec, task, **kw)
-            four = evaluate(spec, task, seeds=[0, 1, 2, 3], **kw)
-            times.setdefault((task, spec, width), []).append((one.wall_seconds, four.wall_seconds))
+    default = CharLM.batch_seeds
+    try:
+        CharLM.batch_seeds = True  # measure what batching would cost, which is why it is off there
+        for _ in range(repeats):
+            for task, spec, width in cases:
+                kw = {"steps": 40, "width": width, "device": "cpu", "eval_points": 1}
+                one = evaluate(spec, task, **kw)
+                four = evaluate(spec, task, seeds=[0, 1, 2, 3], **kw)
+                times.setdefault((task, spec, width), []).append((one.wall_seconds, four.wall_seconds))
+    finally:
+        CharLM.batch_seeds = default
     rows = ["| task | structure | width | 1 seed ms/step | 4 seeds ms/step | cost of 4 / cost of 1 |"]
     rows.append("|---|---|---:|---:|---:|---:|")
     for key, pairs in times.items():

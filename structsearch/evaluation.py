@@ -260,6 +260,9 @@ def _linear_modules(model: Any) -> dict[int, Any]:
 
 
 _MATCHED: dict[tuple[str, str], int] = {}
+# (spec, task settings, width) -> MACs: a frontier ladder's iso-FLOP search tries the same widths at every rung
+_MACS_AT: dict[tuple[Any, ...], int] = {}
+_MACS_AT_KEPT = 65536
 
 
 def linear_macs_at(spec: str | Spec, task: Any, width: int) -> int:
@@ -271,13 +274,23 @@ def linear_macs_at(spec: str | Spec, task: Any, width: int) -> int:
     import torch
 
     from structsearch.tasks import get_task
+    from structsearch.tasks._protocol import settings_key
 
     spec = parse_spec(spec)
     task_obj = get_task(task)
+    settings = settings_key(task_obj)
+    key = (spec, settings, width) if settings is not None and settings[1] != "null" else None
+    if key in _MACS_AT:
+        return _MACS_AT[key]
     linear_factory, _ = _layers_api()
     with torch.random.fork_rng(devices=[]), torch.device("meta"):
         model = task_obj.build_model(linear_factory(spec), width)
-    return sum(int(_linear_macs(m) or 0) for m in _linear_modules(model).values())
+    macs = sum(int(_linear_macs(m) or 0) for m in _linear_modules(model).values())
+    if key is not None:
+        _MACS_AT[key] = macs
+        while len(_MACS_AT) > _MACS_AT_KEPT:
+            del _MACS_AT[next(iter(_MACS_AT))]
+    return macs
 
 
 def matched_width(spec: str | Spec, task: Any = "mlp-regression", reference_width: int | None = None) -> int:

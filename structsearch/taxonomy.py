@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 import numpy as np
@@ -331,6 +331,17 @@ def analyze(spec: Spec | str, d_in: int, d_out: int, max_padding: float | None =
     if spec.moe is not None:
         return _routed(analyze(spec.base, d_in, d_out, max_padding), spec)
     d_in, d_out = check_layer_sizes(d_in, d_out)
+    report = _analyze(spec, d_in, d_out, max_padding)
+    # the cached report's lists copied, so that a caller's edits stay its own
+    return replace(
+        report, einsum=list(report.einsum), cheapest_order=list(report.cheapest_order), warnings=list(report.warnings)
+    )
+
+
+# A search analyses the same (spec, sizes) many times: every layer it builds, every width a
+# frontier ladder's iso-FLOP search tries (benchmarks/results/throughput.md, "Taxonomy cache").
+@lru_cache(maxsize=4096)
+def _analyze(spec: Spec, d_in: int, d_out: int, max_padding: float | None) -> Taxonomy:
     dims = class_sizes(spec, d_in, d_out, max_padding=max_padding)
     graph = two_core_graph(spec)
     values = {i: v for i, v in class_values(dims.as_dict).items() if i in graph.sizes}

@@ -69,6 +69,8 @@ def lr_multiplier(fan_in: int, base_fan_in: int) -> float:
 @torch.no_grad()
 def init_core_(core: CoreInfo, zero: bool = False) -> None:
     """Initialise one core in place (a 1 x 1 gain starts at 1; ``zero`` starts at 0)."""
+    if core.param.is_meta:  # no values to set (a model built to count its MACs); meta's normal_ is slow Python
+        return
     if zero:
         core.param.zero_()
     elif core.is_gain:
