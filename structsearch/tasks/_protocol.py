@@ -71,8 +71,8 @@ class Task:
       training (worth it when making a batch is costly, as mlp-regression's teacher is).
     - ``batch_seeds``: whether ``seeds=[...]`` trains the seeds in one vectorised run
       (``torch.func.vmap``, the default) or one by one. Turn it off where the batched run costs
-      more than the seeds' solo runs together (char-lm: 4 seeds batched cost 4.1-5.2x one seed,
-      benchmarks/results/throughput.md).
+      more than the seeds' solo runs together (char-lm: 4 seeds batched cost 4.1-4.8x one seed
+      at most widths, benchmarks/results/throughput.md).
 
     Hook with a default: ``score(mean_validation_loss) -> float`` turns the mean of ``loss``
     over the validation batches into the reported number (identity; ``char-lm`` divides by

@@ -65,8 +65,8 @@ class CharLM(Task):
     grad_clip = 1.0
     data_block = 32  # training batches drawn per call of the generator
     # Under vmap its layer norms, GELUs and bias adds run on batch-strided layouts and its GEMMs
-    # as bmm: 4 seeds batched cost 4.1-5.2x one seed at widths 32-128 (throughput.md), so
-    # seeds=[...] trains them one by one.
+    # as bmm: 4 seeds batched cost 4.1-4.8x one seed at widths 32-128 (BTT at 32: 3.5x;
+    # throughput.md), so seeds=[...] trains them one by one.
     batch_seeds = False
 
     def __init__(
