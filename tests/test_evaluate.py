@@ -247,6 +247,9 @@ def test_matched_width_is_iso_flop():
     w = matched_width("btt", task, 64)
     assert w > 64 and w % task.width_multiple == 0
     assert linear_macs_at("btt", task, w) <= target < linear_macs_at("btt", task, w + 64)
+    # the per-(spec, task settings, width) cache: another task object with other settings is counted anew
+    wider = MLPRegression(**{**MLP, "input_dim": MLP.get("input_dim", 32) + 8})
+    assert linear_macs_at("dense", wider, 64) == target + 8 * 64
     r = evaluate("btt", task, width="matched", steps=1, device="cpu")
     assert r.width == matched_width("btt", task) and r.macs <= linear_macs_at("dense", task, task.default_width)
     assert evaluate("btt", task, width="fixed", steps=1, device="cpu").width == task.default_width

@@ -252,3 +252,19 @@ def test_a_relabelled_theta_gets_exactly_swapped_sizes_and_equal_counts():
     assert checked > 4000
     a, b = analyze("(1/6|5/6|0|1/3|1/3|1/3|1/6)", 100, 100), analyze("(5/6|1/6|0|1/3|1/3|1/3|1/6)", 100, 100)
     assert a.params == b.params == 2100
+
+
+def test_analyze_is_cached_per_spec_and_sizes_but_each_caller_owns_its_lists():
+    from structsearch.taxonomy import _analyze
+
+    first = analyze("(1/2|0|1/2|0|1/2|1/2|0)", 100, 300)  # padded: it carries warnings
+    assert first.warnings and _analyze.cache_info().currsize >= 1
+    first.warnings.append("a caller's own note")
+    first.einsum.clear()
+    again = analyze("(1/2|0|1/2|0|1/2|1/2|0)", 100, 300)
+    assert "a caller's own note" not in again.warnings and again.einsum == ["ga,fga->fg", "fg,feg->fe"]
+    assert again == analyze(parse_spec("(1/2|0|1/2|0|1/2|1/2|0)"), 100, 300)
+    # a different size or padding limit is a different report, not the cached one
+    assert (analyze("btt", 100, 300).d_in, analyze("btt", 300, 100).d_in) == (100, 300)
+    with pytest.raises(SizeError):
+        analyze("(1/2|0|1/2|0|1/2|1/2|0)", 100, 300, max_padding=0.0)
