@@ -346,3 +346,15 @@ def test_journal_torn_line_is_repaired(tmp_path):
         f.write(b'{"op_code": 5, "worker_id": "x", "trial_id"')  # a crash mid-append
     result = _run(tmp_path, space="btt", trials=3, study="torn")
     assert result.trials == 3 and path.read_bytes().endswith(b"\n")
+
+
+def test_library_search_without_progress_prints_nothing(tmp_path, capfd):
+    """Optuna's "A new study created" INFO line is silenced for the call, and its verbosity restored."""
+    optuna.logging.set_verbosity(optuna.logging.INFO)  # optuna's default in a user's process (this module quiets it)
+    try:
+        result = _run(tmp_path, space="btt", trials=2, study="quiet", progress=False)
+        out, err = capfd.readouterr()
+        assert result.trials == 2 and (out, err) == ("", "")
+        assert optuna.logging.get_verbosity() == optuna.logging.INFO
+    finally:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)

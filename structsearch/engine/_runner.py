@@ -504,12 +504,18 @@ def _open_study(
 ) -> tuple[optuna.Study, bool, Watch]:
     """Create or load the study, check that a resumed one matches, re-queue trials dead workers left."""
     directions = ["minimize", "minimize"] if pareto else ["minimize"]
+    # Optuna logs "A new study created ..." at INFO: the search reports that itself (progress,
+    # SearchResult.resumed), and a library call with progress=False should print nothing.
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(max(verbosity, optuna.logging.WARNING))
     try:
         study_obj = optuna.create_study(
             study_name=name, storage=location.storage, directions=directions, load_if_exists=True, pruner=pruner
         )
     except ValueError as err:
         raise StudyError(f"study {name} in {location.description}: {err}") from None
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     if list(study_obj.directions) != [optuna.study.StudyDirection.MINIMIZE] * len(directions):
         raise StudyError(
             f"study {name} in {location.description} has {len(study_obj.directions)} objective(s); "
