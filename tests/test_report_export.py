@@ -81,7 +81,7 @@ def test_missing_study_is_a_one_line_error(runs):
 
 def test_export_round_trip_into_layers(runs, tmp_path):
     torch = pytest.importorskip("torch")
-    from structsearch.layers import EinsumLinear, structurize
+    from structsearch.layers import EinsumLinear, linear_factory, structurize
 
     doc = export("r", top=3, path=tmp_path / "best.json", runs_dir=runs)
     on_disk = json.loads((tmp_path / "best.json").read_text())
@@ -99,6 +99,11 @@ def test_export_round_trip_into_layers(runs, tmp_path):
     summary = structurize(model, str(tmp_path / "best.json"))
     assert len(summary.layers) == 2
     assert model(torch.zeros(2, 64)).shape == (2, 64)
+    for k, spec in enumerate(doc["specs"]):  # any ranked spec of the file, as EinsumLinear.from_spec takes it
+        model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64))
+        structurize(model, tmp_path / "best.json", index=k)
+        assert model[0].spec.theta == tuple(spec["theta"].values())
+        assert linear_factory(tmp_path / "best.json", index=k)(64, 64).params == spec["params"]
 
 
 def test_exported_file_runs_through_the_python_api_as_through_the_cli(runs, tmp_path):

@@ -166,12 +166,15 @@ def structurize(
     max_padding: float | None = MAX_PADDING,
     skip_invalid: bool = False,
     fit_steps: int = 100,
+    index: int = 0,
 ) -> StructurizeSummary:
     """Replace the matching dense layers of ``model`` (in place) with :class:`EinsumLinear`.
 
-    The dense layers are ``nn.Linear`` and Hugging Face ``Conv1D`` (GPT-2's projections,
-    weight stored (d_in, d_out)). ``include``/``exclude`` are fnmatch patterns over dotted
-    module names (``"blocks.*.mlp.*"``); when they select nothing, :class:`SurgeryError` says so.
+    ``spec`` is a spec, a spec string, or an exported JSON file (``structsearch export``), of
+    whose ranked specs ``index`` picks one (0: the best). The dense layers are ``nn.Linear``
+    and Hugging Face ``Conv1D`` (GPT-2's projections, weight stored (d_in, d_out)).
+    ``include``/``exclude`` are fnmatch patterns over dotted module names (``"blocks.*.mlp.*"``);
+    when they select nothing, :class:`SurgeryError` says so.
     ``init="project"`` fits each new layer to the dense weight it replaces and reports the
     relative Frobenius error. A layer whose sizes need more than ``max_padding`` raises
     :class:`SizeError` naming it, or is left dense with ``skip_invalid=True``. A layer whose
@@ -184,7 +187,7 @@ def structurize(
     >>> [(c.name, c.params_before, c.params_after) for c in summary.layers]
     [('0', 256, 128)]
     """
-    parsed = load_spec(spec)
+    parsed = load_spec(spec, index=index)
     if init not in INIT_MODES:
         raise SpecError(f"init: expected one of {', '.join(INIT_MODES)}, got {init!r}")
     includes, excludes = _patterns(include, "include"), _patterns(exclude, "exclude")
@@ -285,13 +288,13 @@ def _close_fused_encoder_paths(model: nn.Module) -> None:
             module.use_nested_tensor = False
 
 
-def linear_factory(spec: SpecLike, **kwargs: Any) -> Callable[..., nn.Module]:
-    """``factory(d_in, d_out, bias=True)`` building the spec's layer.
+def linear_factory(spec: SpecLike, *, index: int = 0, **kwargs: Any) -> Callable[..., nn.Module]:
+    """``factory(d_in, d_out, bias=True)`` building the spec's layer (``index``: which spec of an exported file).
 
     The dense spec gives a plain ``nn.Linear`` (the fastest dense path) with the same
     spectral initialisation; any other spec an :class:`EinsumLinear`.
     """
-    parsed = load_spec(spec)
+    parsed = load_spec(spec, index=index)
     if parsed.name == "dense":
 
         def dense(d_in: int, d_out: int, bias: bool = True) -> nn.Module:
