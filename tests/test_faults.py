@@ -201,6 +201,34 @@ def test_workers_flag_runs_n_processes_and_ctrl_c_stops_them_all(runs):
     assert sum(s in DONE for s in _states(loaded)) >= 8 and TrialState.RUNNING not in _states(loaded)
 
 
+def test_python_search_with_workers_runs_n_processes_on_one_study(runs, monkeypatch):
+    """search(..., workers=3) from Python starts the same team as --workers 3; its result adds up their sessions."""
+    from structsearch.engine import search
+
+    log = runs / "api.started"
+    for key, value in _env(STRUCTSEARCH_TEST_STARTED=str(log), STRUCTSEARCH_TEST_SLEEP="0.6").items():
+        monkeypatch.setenv(key, value)
+    result = search(
+        "btt",
+        task="toy",
+        width=64,
+        trials=9,
+        study="api",
+        runs_dir=runs,
+        evaluate_fn="tests.test_faults:slow_evaluate",
+        references=False,
+        confirm=False,
+        progress=False,
+        workers=3,
+    )
+    pids = {pid for pid, _ in _starts(log)}
+    assert len(pids) == 3 and os.getpid() in pids  # this process and two more trained
+    assert not [pid for pid in pids - {os.getpid()} if _alive(pid)]
+    loaded, _ = load_existing_study("api", runs_dir=runs)
+    finished = sum(s in DONE for s in _states(loaded))
+    assert finished >= 9 and result.new_trials == finished and TrialState.RUNNING not in _states(loaded)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

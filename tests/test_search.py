@@ -358,3 +358,16 @@ def test_library_search_without_progress_prints_nothing(tmp_path, capfd):
         assert optuna.logging.get_verbosity() == optuna.logging.INFO
     finally:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def test_workers_need_settings_the_other_processes_can_be_given(tmp_path):
+    """workers > 1 starts processes from a command line: a callable, callbacks or odd seeds are refused first."""
+    with pytest.raises(StudyError, match="workers > 1: evaluate_fn must be a name"):
+        _run(tmp_path, space="btt", trials=2, study="w", workers=2)  # _run's evaluator is a Counting object
+    with pytest.raises(StudyError, match="workers > 1: callbacks would run in this process only"):
+        _run(tmp_path, space="btt", trials=2, study="w", evaluate_fn="toy", callbacks=[print], workers=2)
+    with pytest.raises(StudyError, match=r"confirm_seeds must be 0..k-1.*got \(1, 2\)"):
+        _run(tmp_path, space="btt", trials=2, study="w", evaluate_fn="toy", confirm_seeds=(1, 2), workers=2)
+    with pytest.raises(StudyError, match="workers: expected a positive integer, got 0"):
+        _run(tmp_path, space="btt", trials=2, study="w", workers=0)
+    assert not (tmp_path / "w").exists()  # nothing started, nothing written

@@ -36,6 +36,7 @@ from structsearch.engine._scorers import (
 from structsearch.engine._space import Space, load_space
 from structsearch.engine._steering import CandidatePool, TaxonomySampler, candidate_pool
 from structsearch.engine._storage import StudyLocation, check_study_name, open_storage
+from structsearch.engine._team import local_workers
 from structsearch.errors import SpaceError, StructSearchError, StudyError, TaskError
 
 __all__ = ["OBJECTIVES", "SAMPLERS", "SearchResult", "count_done", "search"]
@@ -314,6 +315,7 @@ def _best_line(best: dict[str, Any] | None) -> str:
     )
 
 
+@local_workers
 def search(
     space: str | Path | Space = "steered-default",
     task: str = "mlp-regression",
@@ -361,7 +363,9 @@ def search(
     (default: ``budget``) and stores means, 95% intervals and paired tests in the study. The
     same call again resumes the same study: trials a killed worker left RUNNING are failed and
     re-queued. Each of ``callbacks`` is called as ``callback(study, finished_trial)`` after
-    every trial; one returning True ends the session.
+    every trial; one returning True ends the session. ``workers=N`` runs N processes on the
+    study, this one included (``structsearch search --workers N``; every setting then needs a
+    command-line form, :mod:`structsearch.engine._team`); the result adds up their sessions.
     """
     started = time.monotonic()
     space_obj = load_space(space)

@@ -1,0 +1,199 @@
+"""Local worker processes on one study: ``search(..., workers=N)`` and ``structsearch search --workers N``.
+
+The calling process is worker 1; it starts N-1 more as ``python -m structsearch search ...
+--no-progress --json`` with the same settings. They share the study through its storage, as
+workers on several machines do. On Ctrl-C every worker gets the signal from the terminal, marks
+its trial interrupted and re-queues it; a worker that has not stopped 2 s later gets SIGTERM
+(the same clean stop), and one still running 15 s after that, SIGKILL (its trial is then
+re-queued by the heartbeat, see ``structsearch.engine._heartbeat``). On Linux a worker also gets
+SIGTERM if the calling process dies. The result adds up the workers' sessions.
+
+From Python, the other workers are started from a command line, so every setting must have a
+``structsearch search`` flag: a space name or file, a task name, an evaluator name or
+``module:function``, confirmation seeds ``0..k-1``, and no callbacks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from structsearch.errors import StudyError
+
+__all__ = ["CHILD_ENV", "Team", "local_workers", "merge_sessions", "search_argv"]
+
+CHILD_ENV = "STRUCTSEARCH_WORKER_OF"
+_GRACE_S = 2.0
+_TERM_S = 15.0
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # a parent started in the background ignores it
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+@dataclass
+class Team:
+    """The other workers of an N-worker session."""
+
+    procs: list[subprocess.Popen] = field(default_factory=list)
+    outputs: list[tuple[IO[bytes], IO[bytes]]] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, argv: Sequence[str], others: int) -> Team:
+        team = cls()
+        env = {**os.environ, CHILD_ENV: str(os.getpid())}
+        command = [sys.executable, "-m", "structsearch", *argv, "--no-progress", "--json"]
+        for _ in range(others):
+            out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
+            team.outputs.append((out, err))
+            team.procs.append(subprocess.Popen(command, stdout=out, stderr=err, env=env, preexec_fn=_die_with_parent))
+        return team
+
+    def stop(self) -> None:
+        """Stop every worker still running: wait for the terminal's Ctrl-C to land, then SIGTERM, then SIGKILL."""
+        for timeout, sig in ((_GRACE_S, signal.SIGTERM), (_TERM_S, signal.SIGKILL)):
+            alive = [p for p in self.procs if p.poll() is None]
+            for p in alive:
+                try:
+                    p.wait(timeout=timeout)
+                    timeout = 0.05
+                except subprocess.TimeoutExpired:
+                    p.send_signal(sig)
+        for p in self.procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(timeout=_TERM_S)
+
+    def results(self) -> list[dict[str, Any]]:
+        """Wait for every worker; their results, or a one-line error naming the first that failed."""
+        found = []
+        for k, (p, (out, err)) in enumerate(zip(self.procs, self.outputs, strict=True), start=2):
+            code = p.wait()
+            out.seek(0)
+            err.seek(0)
+            text = out.read().decode("utf-8", "replace").strip()
+            if code != 0:
+                lines = err.read().decode("utf-8", "replace").strip().splitlines()
+                last = lines[-1] if lines else f"exit code {code}"
+                raise StudyError(f"worker {k} (pid {p.pid}) stopped with exit code {code}: {last}")
+            try:
+                found.append(json.loads(text.splitlines()[-1]))
+            except (ValueError, IndexError):
+                raise StudyError(f"worker {k} (pid {p.pid}) printed no result") from None
+        return found
+
+    def close(self) -> None:
+        for out, err in self.outputs:
+            out.close()
+            err.close()
+
+
+def merge_sessions(result: Any, others: list[dict[str, Any]]) -> Any:
+    """This worker's ``SearchResult`` with the other workers' sessions (their JSON results) added."""
+    if not others:
+        return result
+    mine = result.to_dict()
+    merged = dict(mine)
+    latest = max([mine, *others], key=lambda r: (r["trials"], r["evaluated"]))
+    for key in ("trials", "evaluated", "statuses", "best"):
+        merged[key] = latest[key]
+    merged["new_trials"] = sum(r["new_trials"] for r in [mine, *others])
+    merged["stale_recovered"] = sum(r.get("stale_recovered", 0) for r in [mine, *others])
+    return type(result)(**merged)
+
+
+# search() keyword -> its `structsearch search` flag (booleans: the flag that turns the default off)
+_FLAGS = {
+    "task": "--task",
+    "budget": "--budget",
+    "trials": "--trials",
+    "study": "--study",
+    "storage": "--storage",
+    "sampler": "--sampler",
+    "objective": "--objective",
+    "seed": "--seed",
+    "width": "--width",
+    "evaluate_fn": "--evaluator",
+    "target_flops": "--target-flops",
+    "slope_rule": "--slope-rule",
+    "pruner": "--pruner",
+    "confirm_top": "--confirm-top",
+    "confirm_flops": "--confirm-flops",
+    "threads": "--threads",
+    "max_trainings": "--max-trainings",
+    "runs_dir": "--runs-dir",
+}
+_SWITCHES = {"steer": "--no-steer", "references": "--no-references", "confirm": "--no-confirm"}
+
+
+def search_argv(arguments: dict[str, Any]) -> list[str]:
+    """The ``structsearch search`` command line of a ``search()`` call's bound arguments.
+
+    >>> search_argv({"space": "btt", "trials": 8, "steer": False, "confirm_seeds": (0, 1), "callbacks": ()})
+    ['search', '--space', 'btt', '--trials', '8', '--no-steer', '--confirm-seeds', '2']
+    """
+    space = arguments.get("space", "steered-default")
+    if not isinstance(space, (str, os.PathLike)):
+        raise StudyError("workers > 1: space must be a shipped space name or a YAML file (the other workers read it)")
+    argv = ["search", "--space", str(Path(space)) if isinstance(space, os.PathLike) else space]
+    for name, flag in _FLAGS.items():
+        value = arguments.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, (str, int, float, os.PathLike)) or isinstance(value, bool):
+            raise StudyError(
+                f"workers > 1: {name} must be a name or a number the other workers can be given, got {value!r}"
+            )
+        argv += [flag, repr(value) if isinstance(value, float) else str(value)]
+    argv += [flag for name, flag in _SWITCHES.items() if arguments.get(name) is False]
+    seeds = tuple(arguments.get("confirm_seeds", (0, 1, 2)))
+    if seeds != tuple(range(len(seeds))):
+        raise StudyError(
+            f"workers > 1: confirm_seeds must be 0..k-1 (the command line's --confirm-seeds k), got {seeds}"
+        )
+    argv += ["--confirm-seeds", str(len(seeds))]
+    if arguments.get("callbacks"):
+        raise StudyError("workers > 1: callbacks would run in this process only; run the workers yourself to use them")
+    return argv
+
+
+def local_workers(search: Callable[..., Any]) -> Callable[..., Any]:
+    """``search`` with a ``workers=N`` keyword: N processes (this one included) on one study."""
+    signature = inspect.signature(search)
+
+    @functools.wraps(search)
+    def with_workers(*args: Any, workers: int = 1, **kwargs: Any) -> Any:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise StudyError(f"workers: expected a positive integer, got {workers!r}")
+        if workers == 1 or os.environ.get(CHILD_ENV):
+            return search(*args, **kwargs)
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        team = Team.start(search_argv(bound.arguments), workers - 1)
+        try:
+            return merge_sessions(search(*args, **kwargs), team.results())
+        finally:
+            team.stop()
+            team.close()
+
+    workers_param = inspect.Parameter("workers", inspect.Parameter.KEYWORD_ONLY, default=1, annotation="int")
+    with_workers.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[*signature.parameters.values(), workers_param]
+    )
+    return with_workers
