@@ -31,6 +31,7 @@ Repeats are interleaved and medians reported: the 2 cores are shared with other 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import time
@@ -237,29 +238,40 @@ def ladder(repeats: int) -> list[str]:
     return rows
 
 
-def materialise(repeats: int) -> list[str]:
-    """The goal list's ten candidates by the search's default scorer, the materialised path off and on."""
+def _goal_ladders(variants: dict[str, Callable[[], None]], repeats: int) -> tuple[list[str], dict, dict]:
+    """The goal list's ten candidates by the search's default scorer (3e9 FLOPs), each variant applied in turn.
+
+    Returns the candidates, ``(candidate, variant) -> seconds per repeat`` and ``-> score``.
+    """
     from bench_goal import NAMED, random_canonical
 
-    import structsearch.layers._fast_paths as fast_paths
     from structsearch.frontier import frontier_score
-    from structsearch.layers import EinsumLinear
 
     specs = NAMED + [random_canonical(seed) for seed in range(5)]
-    variants = {"structural (off)": float("inf"), "materialised (the default)": fast_paths.MATERIALISE_AT}
     times: dict[tuple[str, str], list[float]] = {}
     scores: dict[tuple[str, str], float | None] = {}
     for spec in specs:  # warm the per-process caches (teacher, validation set, FLOP accounts)
         frontier_score(spec, "mlp-regression", 3e8, target_flops=3e9, threads=1)
+    for _ in range(repeats):
+        for spec in specs:
+            for name, apply in variants.items():
+                apply()
+                start = time.perf_counter()
+                r = frontier_score(spec, "mlp-regression", 3e9, target_flops=3e10, threads=1)
+                times.setdefault((spec, name), []).append(time.perf_counter() - start)
+                scores[(spec, name)] = r.score
+    return specs, times, scores
+
+
+def materialise(repeats: int) -> list[str]:
+    """The goal list's ten candidates by the search's default scorer, the materialised path off and on."""
+    import structsearch.layers._fast_paths as fast_paths
+    from structsearch.layers import EinsumLinear
+
+    variants = {"structural (off)": float("inf"), "materialised (the default)": fast_paths.MATERIALISE_AT}
     try:
-        for _ in range(repeats):
-            for spec in specs:
-                for name, threshold in variants.items():
-                    fast_paths.MATERIALISE_AT = threshold
-                    start = time.perf_counter()
-                    r = frontier_score(spec, "mlp-regression", 3e9, target_flops=3e10, threads=1)
-                    times.setdefault((spec, name), []).append(time.perf_counter() - start)
-                    scores[(spec, name)] = r.score
+        applies = {name: functools.partial(setattr, fast_paths, "MATERIALISE_AT", t) for name, t in variants.items()}
+        specs, times, scores = _goal_ladders(applies, repeats)
     finally:
         fast_paths.MATERIALISE_AT = variants["materialised (the default)"]
     rows = ["| structure | MACs / dense at width 128 | path | ladder s (median) | speed-up | score |"]
@@ -280,28 +292,14 @@ def materialise(repeats: int) -> list[str]:
 
 def flat_optimizer(repeats: int) -> list[str]:
     """The goal list's ten candidates by the search's default scorer, and char-lm steps, foreach AdamW against flat."""
-    from bench_goal import NAMED, random_canonical
-
-    from structsearch.frontier import frontier_score
-
-    specs = NAMED + [random_canonical(seed) for seed in range(5)]
     variants = {"foreach + clip_grad_norm_": {"foreach": True}, "flat (the default)": {"foreach": True, "flat": True}}
-    times: dict[tuple[str, str], list[float]] = {}
-    scores: dict[tuple[str, str], float | None] = {}
-    for spec in specs:  # warm the per-process caches (teacher, validation set, FLOP accounts)
-        frontier_score(spec, "mlp-regression", 3e8, target_flops=3e9, threads=1)
+    applies = {name: functools.partial(setattr, evaluation, "OPTIMIZER_OPTIONS", o) for name, o in variants.items()}
     try:
+        specs, times, scores = _goal_ladders(applies, repeats)
         for _ in range(repeats):
-            for spec in specs:
-                for name, options in variants.items():
-                    evaluation.OPTIMIZER_OPTIONS = options
-                    start = time.perf_counter()
-                    r = frontier_score(spec, "mlp-regression", 3e9, target_flops=3e10, threads=1)
-                    times.setdefault((spec, name), []).append(time.perf_counter() - start)
-                    scores[(spec, name)] = r.score
             for spec in ("dense", "btt"):
-                for name, options in variants.items():
-                    evaluation.OPTIMIZER_OPTIONS = options
+                for name, apply in applies.items():
+                    apply()
                     r = evaluate(spec, "char-lm", steps=40, eval_points=1, device="cpu")
                     times.setdefault((f"char-lm {spec}", name), []).append(r.wall_seconds)
                     scores[(f"char-lm {spec}", name)] = r.final_loss
