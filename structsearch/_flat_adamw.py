@@ -93,6 +93,8 @@ class FlatAdamW(torch.optim.Optimizer):
                     offset += -(-p.numel() // align) * align
                 self._spans.append((start, offset))
         self._grad_views = [self._grad[a:b].view_as(p) for (a, b), p in zip(self._ranges, self._params, strict=True)]
+        # each group's (parameters, first moments, denominators): views made once, not per step
+        self._group_views = [(self._flat[a:b], self._exp_avg[a:b], self._denom[a:b]) for a, b in self._spans]
         self._steps = [0] * len(self._params)  # optimiser steps each parameter has taken
 
     def state_dict(self) -> dict[str, Any]:
@@ -122,9 +124,9 @@ class FlatAdamW(torch.optim.Optimizer):
         self._steps = [step] * len(self._params)
         views = [(self._flat, self._grad, self._exp_avg, self._exp_avg_sq)]
         self._moments(views, step)
-        denom = self._denominator(self._exp_avg_sq, step, self._denom)
-        for group, (start, end) in zip(self.param_groups, self._spans, strict=True):
-            self._update(group, self._flat[start:end], self._exp_avg[start:end], denom[start:end], step)
+        self._denominator(self._exp_avg_sq, step, self._denom)
+        for group, (param, exp_avg, denom) in zip(self.param_groups, self._group_views, strict=True):
+            self._update(group, param, exp_avg, denom, step)
         return None
 
     # -- the arithmetic, op for op torch's _multi_tensor_adam and clip_grad_norm_ ---------------
