@@ -30,15 +30,19 @@ from torch import Tensor
 __all__ = ["FlatAdamW", "flat_adamw_applies"]
 
 
+# In bfloat16 and float16 torch's _foreach_mul_ rounds differently from Tensor.mul_, so only
+# these dtypes keep foreach's bits.
+_DTYPES = (torch.float32, torch.float64)
+
+
 def flat_adamw_applies(groups: list[dict[str, Any]]) -> bool:
-    """Whether every parameter is a dense floating-point tensor of one dtype on one device."""
+    """Whether every parameter is a dense float32 (or float64) tensor of one dtype on one device."""
     params = [p for g in groups for p in g["params"]]
     if not params:
         return False
     first = params[0]
-    return all(
-        p.layout == torch.strided and p.dtype == first.dtype and p.device == first.device and p.is_floating_point()
-        for p in params
+    return first.dtype in _DTYPES and all(
+        p.layout == torch.strided and p.dtype == first.dtype and p.device == first.device for p in params
     )
 
 
@@ -69,7 +73,11 @@ class FlatAdamW(torch.optim.Optimizer):
         # The global norm sums the per-tensor norms in this order (clip_grad_norm_ over model.parameters()).
         self._clip_order = list(clip_order) if clip_order is not None else self._params
         if not flat_adamw_applies(self.param_groups):
-            raise ValueError("FlatAdamW needs dense floating-point parameters of one dtype on one device")
+            raise ValueError("FlatAdamW needs dense float32 or float64 parameters of one dtype on one device")
+        if any((tuple(g["betas"]), g["eps"]) != (tuple(betas), eps) for g in self.param_groups):
+            raise ValueError("FlatAdamW: every group must use the optimiser's betas and eps (one op updates them all)")
+        if not {id(p) for p in self._params} <= {id(p) for p in self._clip_order}:
+            raise ValueError("FlatAdamW: clip_order must hold every parameter the optimiser updates")
         first = self._params[0]
         # Each parameter starts on a 64-byte boundary, as its own allocation did: the BLAS's
         # rounding can depend on its operands' alignment, and the gaps stay zero throughout.
@@ -96,6 +104,7 @@ class FlatAdamW(torch.optim.Optimizer):
         # each group's (parameters, first moments, denominators): views made once, not per step
         self._group_views = [(self._flat[a:b], self._exp_avg[a:b], self._denom[a:b]) for a, b in self._spans]
         self._steps = [0] * len(self._params)  # optimiser steps each parameter has taken
+        self._data_ptrs = [p.data_ptr() for p in self._params]
 
     def state_dict(self) -> dict[str, Any]:
         raise NotImplementedError(
@@ -114,12 +123,17 @@ class FlatAdamW(torch.optim.Optimizer):
     def step(self, closure: Any = None) -> None:  # type: ignore[override]
         if closure is not None:
             raise ValueError("FlatAdamW.step takes no closure")
+        if [p.data_ptr() for p in self._params] != self._data_ptrs:
+            raise RuntimeError(
+                "FlatAdamW: a parameter was moved, cast or replaced after the optimiser was built; "
+                "build it after the model is on its device and in its dtype"
+            )
         grads = [p.grad for p in self._params]
         if any(g is None for g in grads) or len(set(self._steps)) > 1:
             return self._step_per_parameter(grads)
         torch._foreach_copy_(self._grad_views, grads)
         if self.max_grad_norm is not None:
-            self._clip([p.grad for p in self._clip_order if p.grad is not None], self._grad_views)
+            self._grad.mul_(self._clip_coef())  # the views cover the buffer in order: one op
         step = self._steps[0] + 1
         self._steps = [step] * len(self._params)
         views = [(self._flat, self._grad, self._exp_avg, self._exp_avg_sq)]
@@ -130,15 +144,11 @@ class FlatAdamW(torch.optim.Optimizer):
         return None
 
     # -- the arithmetic, op for op torch's _multi_tensor_adam and clip_grad_norm_ ---------------
-    def _clip(self, norm_of: list[Tensor], scale: list[Tensor]) -> None:
-        """Scale ``scale`` by min(1, max_norm / (norm of the norms of ``norm_of`` + 1e-6))."""
-        norms = torch._foreach_norm(norm_of, 2.0)
+    def _clip_coef(self) -> Tensor:
+        """min(1, max_norm / (the norm of the gradients' norms, in clip order, + 1e-6))."""
+        norms = torch._foreach_norm([p.grad for p in self._clip_order if p.grad is not None], 2.0)
         total = torch.linalg.vector_norm(torch.stack(norms), 2.0)
-        coef = torch.clamp(float(self.max_grad_norm) / (total + 1e-6), max=1.0)  # type: ignore[arg-type]
-        if scale is self._grad_views:
-            self._grad.mul_(coef)  # the views cover the buffer in order: one op
-        else:
-            torch._foreach_mul_(scale, coef)
+        return torch.clamp(float(self.max_grad_norm) / (total + 1e-6), max=1.0)  # type: ignore[arg-type]
 
     def _moments(self, views: list[tuple[Tensor, Tensor, Tensor, Tensor]], step: int) -> None:
         beta1, beta2 = self.defaults["betas"]
@@ -163,16 +173,16 @@ class FlatAdamW(torch.optim.Optimizer):
 
     def _step_per_parameter(self, grads: list[Tensor | None]) -> None:
         """Parameters without a gradient are skipped; each other one steps on its own count."""
-        present = [i for i, g in enumerate(grads) if g is not None]
-        if self.max_grad_norm is not None and present:
-            gathered = [p.grad for p in self._clip_order if p.grad is not None]
-            self._clip(gathered, gathered)
+        coef = self._clip_coef() if self.max_grad_norm is not None and any(g is not None for g in grads) else None
         index = 0
         for group in self.param_groups:
             for _ in group["params"]:
                 if grads[index] is not None:
                     a, b = self._ranges[index]
-                    grad = grads[index].reshape(-1)  # type: ignore[union-attr]
+                    grad = self._grad[a:b]
+                    grad.copy_(grads[index].reshape(-1))  # type: ignore[union-attr]
+                    if coef is not None:
+                        grad.mul_(coef)
                     self._steps[index] += 1
                     step = self._steps[index]
                     self._moments([(self._flat[a:b], grad, self._exp_avg[a:b], self._exp_avg_sq[a:b])], step)

@@ -94,13 +94,20 @@ def test_a_parameter_without_gradient_is_skipped_as_torch_skips_it() -> None:
 
 
 def test_evaluator_runs_flat_and_scores_exactly_as_torch_adamw(monkeypatch: pytest.MonkeyPatch) -> None:
-    kw = {"steps": 40, "width": 32, "device": "cpu", "eval_points": 2, "task_options": {"teacher_width": 32}}
-    flat = evaluation.evaluate("btt", "mlp-regression", **kw)
+    """The evaluator's flat AdamW clips once, inside its step, exactly as the loop's clip_grad_norm_ did."""
+
+    def run(grad_clip: float | None) -> evaluation.EvalResult:
+        task = get_task("mlp-regression", teacher_width=32)
+        task.grad_clip = grad_clip  # small enough that clipping acts at most steps
+        return evaluation.evaluate("btt", task, steps=40, width=32, device="cpu", eval_points=2)
+
+    flat = run(0.05)
     monkeypatch.setattr(evaluation, "OPTIMIZER_OPTIONS", {"foreach": True, "flat": False})
-    plain = evaluation.evaluate("btt", "mlp-regression", **kw)
+    plain = run(0.05)
     assert flat.status == plain.status == "ok"
     assert [p.val_loss for p in flat.curve] == [p.val_loss for p in plain.curve]
     assert flat.final_loss == plain.final_loss
+    assert run(None).final_loss != plain.final_loss  # the clipping acted, so both paths clipped alike
 
 
 def test_applies_only_to_one_dtype_on_one_device() -> None:
@@ -108,8 +115,25 @@ def test_applies_only_to_one_dtype_on_one_device() -> None:
     mixed = [torch.zeros(3, requires_grad=True), torch.zeros(2, dtype=torch.float64, requires_grad=True)]
     assert not flat_adamw_applies([{"params": mixed}])
     assert not flat_adamw_applies([{"params": []}])
+    # in bfloat16 torch's _foreach_mul_ rounds unlike Tensor.mul_: not foreach's bits, so not flat
+    assert not flat_adamw_applies([{"params": [torch.zeros(3, dtype=torch.bfloat16, requires_grad=True)]}])
     groups = [{"params": mixed}]
     with pytest.raises(ValueError, match="one dtype on one device"):
         FlatAdamW(groups, 1e-3, BETAS, EPS)
     opt, _ = evaluation._optimizer(get_task("mlp-regression"), [{"params": mixed}], 1e-3, 10)
     assert type(opt) is torch.optim.AdamW  # the fallback, which leaves clipping to the loop
+
+
+def test_refuses_what_it_cannot_do_bit_for_bit() -> None:
+    """Per-group betas, a clip order missing a parameter, a model moved after it was built: errors, not drift."""
+    a, b = nn.Parameter(torch.randn(4)), nn.Parameter(torch.randn(3))
+    with pytest.raises(ValueError, match="every group must use the optimiser's betas and eps"):
+        FlatAdamW([{"params": [a]}, {"params": [b], "betas": (0.8, 0.9)}], 1e-3, BETAS, EPS)
+    with pytest.raises(ValueError, match="clip_order must hold every parameter"):
+        FlatAdamW([{"params": [a, b]}], 1e-3, BETAS, EPS, max_grad_norm=1.0, clip_order=[a])
+    model = _model("btt")
+    opt = FlatAdamW(param_groups(model, 1e-3, base_fan_in=16), 1e-3, BETAS, EPS)
+    model.double()  # a new storage for every parameter: the flat buffer no longer holds them
+    model(torch.randn(2, 32, dtype=torch.float64)).sum().backward()
+    with pytest.raises(RuntimeError, match="moved, cast or replaced after the optimiser was built"):
+        opt.step()
