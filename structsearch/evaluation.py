@@ -259,10 +259,27 @@ def _linear_modules(model: Any) -> dict[int, Any]:
     return linear
 
 
-_MATCHED: dict[tuple[str, str], int] = {}
-# (spec, task settings, width) -> MACs: a frontier ladder's iso-FLOP search tries the same widths at every rung
+_MATCHED: dict[tuple[Any, ...], int] = {}
+# (spec, task's model settings, width) -> MACs: a frontier ladder's iso-FLOP search tries the same widths at every rung
 _MACS_AT: dict[tuple[Any, ...], int] = {}
 _MACS_AT_KEPT = 65536
+
+
+def _model_settings(task_obj: Any) -> tuple[str, str] | None:
+    """What a task's model at a given width depends on, for the MACs and matched-width caches.
+
+    The task's class and its public instance attributes (a task keeps its settings there: the
+    built-ins' ``options``, a plug-in's ``self.depth``); None, so nothing is cached, when they do
+    not serialise.
+    """
+    import json
+
+    state = {k: v for k, v in vars(task_obj).items() if not k.startswith("_")}
+    try:
+        text = json.dumps(state, sort_keys=True)
+    except (TypeError, ValueError):
+        return None
+    return f"{type(task_obj).__module__}.{type(task_obj).__qualname__}", text
 
 
 def linear_macs_at(spec: str | Spec, task: Any, width: int) -> int:
@@ -274,12 +291,11 @@ def linear_macs_at(spec: str | Spec, task: Any, width: int) -> int:
     import torch
 
     from structsearch.tasks import get_task
-    from structsearch.tasks._protocol import settings_key
 
     spec = parse_spec(spec)
     task_obj = get_task(task)
-    settings = settings_key(task_obj)
-    key = (spec, settings, width) if settings is not None and settings[1] != "null" else None
+    settings = _model_settings(task_obj)
+    key = (spec, settings, width) if settings is not None else None
     if key in _MACS_AT:
         return _MACS_AT[key]
     linear_factory, _ = _layers_api()
@@ -306,7 +322,8 @@ def matched_width(spec: str | Spec, task: Any = "mlp-regression", reference_widt
     spec = parse_spec(spec)
     task_obj = get_task(task)
     reference = int(reference_width or task_obj.default_width)
-    key = (spec.paper, f"{task_obj.name}|{reference}|{sorted(getattr(task_obj, 'options', {}).items())}")
+    settings = _model_settings(task_obj)
+    key = (spec.paper, settings, reference, getattr(task_obj, "width_multiple", 8)) if settings is not None else None
     if key in _MATCHED:
         return _MATCHED[key]
     step = int(getattr(task_obj, "width_multiple", 8))
@@ -327,7 +344,8 @@ def matched_width(spec: str | Spec, task: Any = "mlp-regression", reference_widt
             f"{spec.paper}: no width up to {16 * reference} matches dense at width {reference}"
             + (f" ({last_error})" if last_error else "")
         )
-    _MATCHED[key] = best
+    if key is not None:
+        _MATCHED[key] = best
     return best
 
 

@@ -257,6 +257,30 @@ def test_matched_width_is_iso_flop():
         evaluate("btt", task, width="widest", steps=1)
 
 
+def test_macs_cache_tells_plugin_tasks_apart_by_their_settings():
+    """A plug-in task without ``options`` keeps its settings as attributes: those key the cache too."""
+    from torch import nn
+
+    from structsearch.evaluation import linear_macs_at
+    from structsearch.tasks import Task
+
+    class Deep(Task):
+        name = "deep"
+
+        def __init__(self, depth: int) -> None:
+            self.depth = depth
+
+        def build_model(self, linear, width):
+            return nn.Sequential(nn.Linear(8, width), *[linear(width, width, True) for _ in range(self.depth)])
+
+    shallow, deep = linear_macs_at("dense", Deep(1), 64), linear_macs_at("dense", Deep(4), 64)
+    assert (shallow, deep) == (8 * 64 + 64**2, 8 * 64 + 4 * 64**2)
+    task = Deep(1)
+    one = linear_macs_at("btt", task, 64)
+    task.depth = 3  # changed after a call: counted anew, not served from the cache
+    assert linear_macs_at("btt", task, 64) - 8 * 64 == 3 * (one - 8 * 64)
+
+
 def test_extrapolate_loss_follows_the_power_law():
     from structsearch.evaluation import extrapolate_loss
 
