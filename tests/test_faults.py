@@ -229,6 +229,54 @@ def test_python_search_with_workers_runs_n_processes_on_one_study(runs, monkeypa
     assert finished >= 9 and result.new_trials == finished and TrialState.RUNNING not in _states(loaded)
 
 
+def crashing_evaluate(spec, **kw):
+    """slow_evaluate in the worker that started the others; a hard crash in every worker it started."""
+    if os.environ.get("STRUCTSEARCH_WORKER_OF"):
+        os._exit(3)
+    return slow_evaluate(spec, **kw)
+
+
+def test_python_search_stops_early_and_says_so_when_a_worker_fails(runs, monkeypatch):
+    for key, value in _env(STRUCTSEARCH_TEST_SLEEP="0.3").items():
+        monkeypatch.setenv(key, value)
+    from structsearch.engine import search
+    from structsearch.errors import StudyError
+
+    started = time.monotonic()
+    with pytest.raises(StudyError, match=r"worker 2 \(pid \d+\) stopped with exit code 3"):
+        search(
+            "btt",
+            task="toy",
+            width=64,
+            trials=60,
+            study="crash",
+            runs_dir=runs,
+            evaluate_fn="tests.test_faults:crashing_evaluate",
+            references=False,
+            confirm=False,
+            progress=False,
+            workers=2,
+        )
+    loaded, _ = load_existing_study("crash", runs_dir=runs)
+    # this process stopped after a trial or so once the other worker had died, not after all 60 (18 s)
+    assert sum(s in DONE for s in _states(loaded)) < 30 and time.monotonic() - started < 15
+
+
+def test_workers_stop_when_the_process_that_started_them_dies(runs):
+    log = runs / "orphans.started"
+    env = _env(STRUCTSEARCH_TEST_STARTED=str(log), STRUCTSEARCH_TEST_SLEEP="3")
+    parent = _popen(_search(runs, 40, "orphans", "--workers", "2"), env)
+    _wait_for(lambda: len({pid for pid, _ in _starts(log)}) == 2, procs=[parent])
+    parent.kill()  # SIGKILL: no chance to stop its workers itself
+    parent.communicate(timeout=30)
+    others = {pid for pid, _ in _starts(log)} - {parent.pid}
+    assert len(others) == 1
+    _wait_for(lambda: not any(_alive(pid) for pid in others), timeout=30)  # SIGTERM from the kernel: a clean stop
+    loaded, _ = load_existing_study("orphans", runs_dir=runs)
+    interrupted = [t for t in loaded.get_trials() if t.user_attrs.get("status") == "interrupted"]
+    assert len(interrupted) == 1 and interrupted[0].user_attrs["worker"].endswith(f":{others.pop()}")
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -371,3 +371,20 @@ def test_workers_need_settings_the_other_processes_can_be_given(tmp_path):
     with pytest.raises(StudyError, match="workers: expected a positive integer, got 0"):
         _run(tmp_path, space="btt", trials=2, study="w", workers=0)
     assert not (tmp_path / "w").exists()  # nothing started, nothing written
+
+
+def test_workers_command_line_takes_numpy_numbers_and_refuses_tasks_only_this_process_knows(tmp_path):
+    import numpy as np
+
+    from structsearch.engine._team import search_argv
+    from structsearch.tasks import register_task
+
+    argv = search_argv({"space": tmp_path / "s.yaml", "budget": np.float64(1e9), "trials": np.int64(4), "steer": 0})
+    assert argv == ["search", "--space", str(tmp_path / "s.yaml"), "--budget", "1000000000.0", "--trials", "4",
+                    "--no-steer", "--confirm-seeds", "3"]  # fmt: skip
+    register_task("only-here", lambda **options: None)
+    with pytest.raises(StudyError, match="task 'only-here' was registered in this process"):
+        search_argv({"space": "btt", "task": "only-here"})
+    assert search_argv({"space": "btt", "task": "mlp-regression"})[3:5] == ["--task", "mlp-regression"]
+    with pytest.raises(StudyError, match="confirm_seeds: expected a sequence of seeds, got 3"):
+        search_argv({"space": "btt", "confirm_seeds": 3})

@@ -28,8 +28,9 @@ def with_workers(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse
         if n <= 1 or os.environ.get(CHILD_ENV):
             return run(args)
         argv = getattr(args, "argv", None) or sys.argv[1:]
-        args.team = Team.start(argv, n - 1)
+        args.team = Team()
         try:
+            args.team.start(argv, n - 1)
             return run(args)
         finally:
             args.team.stop()

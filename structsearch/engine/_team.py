@@ -19,6 +19,7 @@ import contextlib
 import functools
 import inspect
 import json
+import numbers
 import os
 import signal
 import subprocess
@@ -31,21 +32,29 @@ from typing import IO, Any
 
 from structsearch.errors import StudyError
 
-__all__ = ["CHILD_ENV", "Team", "local_workers", "merge_sessions", "search_argv"]
+__all__ = ["CHILD_ENV", "Team", "become_worker", "local_workers", "merge_sessions", "search_argv"]
 
 CHILD_ENV = "STRUCTSEARCH_WORKER_OF"
 _GRACE_S = 2.0
 _TERM_S = 15.0
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    signal.signal(signal.SIGINT, signal.SIG_DFL)  # a parent started in the background ignores it
+def become_worker() -> None:
+    """First thing in a worker this module started (``python -m structsearch`` calls it).
+
+    It takes Ctrl-C again (a parent started in the background ignores it) and, on Linux, gets
+    SIGTERM when the parent dies. Done here rather than in a ``preexec_fn``, which is unsafe
+    in a parent with threads (a notebook, torch's pools).
+    """
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         import ctypes
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
-        pass
+        return
+    if str(os.getppid()) != os.environ.get(CHILD_ENV):  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 @dataclass
@@ -55,16 +64,20 @@ class Team:
     procs: list[subprocess.Popen] = field(default_factory=list)
     outputs: list[tuple[IO[bytes], IO[bytes]]] = field(default_factory=list)
 
-    @classmethod
-    def start(cls, argv: Sequence[str], others: int) -> Team:
-        team = cls()
-        env = {**os.environ, CHILD_ENV: str(os.getpid())}
+    def start(self, argv: Sequence[str], others: int) -> Team:
+        """Start ``others`` workers running ``structsearch <argv>``; they import what this process can."""
+        path = [p for p in (os.environ.get("PYTHONPATH", ""), *sys.path) if p]  # e.g. a module:function evaluator
+        env = {**os.environ, CHILD_ENV: str(os.getpid()), "PYTHONPATH": os.pathsep.join(dict.fromkeys(path))}
         command = [sys.executable, "-m", "structsearch", *argv, "--no-progress", "--json"]
         for _ in range(others):
             out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
-            team.outputs.append((out, err))
-            team.procs.append(subprocess.Popen(command, stdout=out, stderr=err, env=env, preexec_fn=_die_with_parent))
-        return team
+            self.outputs.append((out, err))
+            self.procs.append(subprocess.Popen(command, stdout=out, stderr=err, env=env))
+        return self
+
+    def failed(self) -> bool:
+        """Whether a worker has already stopped with an error (the session should end and say so)."""
+        return any(p.poll() not in (None, 0) for p in self.procs)
 
     def stop(self) -> None:
         """Stop every worker still running: wait for the terminal's Ctrl-C to land, then SIGTERM, then SIGKILL."""
@@ -156,13 +169,12 @@ def search_argv(arguments: dict[str, Any]) -> list[str]:
         value = arguments.get(name)
         if value is None:
             continue
-        if not isinstance(value, (str, int, float, os.PathLike)) or isinstance(value, bool):
-            raise StudyError(
-                f"workers > 1: {name} must be a name or a number the other workers can be given, got {value!r}"
-            )
-        argv += [flag, repr(value) if isinstance(value, float) else str(value)]
-    argv += [flag for name, flag in _SWITCHES.items() if arguments.get(name) is False]
-    seeds = tuple(arguments.get("confirm_seeds", (0, 1, 2)))
+        argv += [flag, _as_flag_value(name, value)]
+    argv += [flag for name, flag in _SWITCHES.items() if not arguments.get(name, True)]
+    try:
+        seeds = tuple(int(s) for s in arguments.get("confirm_seeds", (0, 1, 2)))
+    except (TypeError, ValueError):
+        raise StudyError(f"confirm_seeds: expected a sequence of seeds, got {arguments['confirm_seeds']!r}") from None
     if seeds != tuple(range(len(seeds))):
         raise StudyError(
             f"workers > 1: confirm_seeds must be 0..k-1 (the command line's --confirm-seeds k), got {seeds}"
@@ -171,6 +183,33 @@ def search_argv(arguments: dict[str, Any]) -> list[str]:
     if arguments.get("callbacks"):
         raise StudyError("workers > 1: callbacks would run in this process only; run the workers yourself to use them")
     return argv
+
+
+def _as_flag_value(name: str, value: Any) -> str:
+    """A setting as the other workers' command line takes it (numpy numbers included)."""
+    if isinstance(value, (str, os.PathLike)):
+        task_factory = _runtime_task(value) if name == "task" else None
+        if task_factory is not None:
+            raise StudyError(
+                f"workers > 1: task {value!r} was registered in this process, where the other workers "
+                "cannot see it; give it as module:function"
+            )
+        return str(value)
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return repr(float(value))
+    raise StudyError(f"workers > 1: {name} must be a name or a number the other workers can be given, got {value!r}")
+
+
+def _runtime_task(name: Any) -> Any:
+    """The factory of a task registered by this process's own code (not by structsearch), else None."""
+    from structsearch.tasks._protocol import _REGISTRY, task_names
+
+    if not isinstance(name, str) or ":" in name or name not in task_names():
+        return None
+    factory = _REGISTRY[name]
+    return None if str(getattr(factory, "__module__", "")).startswith("structsearch.") else factory
 
 
 def local_workers(search: Callable[..., Any]) -> Callable[..., Any]:
@@ -185,9 +224,13 @@ def local_workers(search: Callable[..., Any]) -> Callable[..., Any]:
             return search(*args, **kwargs)
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
-        team = Team.start(search_argv(bound.arguments), workers - 1)
+        argv = search_argv(bound.arguments)  # refuses what the other workers cannot be given, before any starts
+        team = Team()
         try:
-            return merge_sessions(search(*args, **kwargs), team.results())
+            team.start(argv, workers - 1)
+            # a worker that failed (bad settings, a crash) ends this session after its trial, and results() says why
+            stop_if_failed = (*bound.arguments["callbacks"], lambda study, trial: team.failed())
+            return merge_sessions(search(*args, **{**kwargs, "callbacks": stop_if_failed}), team.results())
         finally:
             team.stop()
             team.close()
