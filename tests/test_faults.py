@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -260,6 +261,21 @@ def test_python_search_stops_early_and_says_so_when_a_worker_fails(runs, monkeyp
     loaded, _ = load_existing_study("crash", runs_dir=runs)
     # this process stopped after a trial or so once the other worker had died, not after all 60 (18 s)
     assert sum(s in DONE for s in _states(loaded)) < 30 and time.monotonic() - started < 15
+
+
+def test_workers_flag_stops_early_and_says_so_when_a_worker_fails(runs):
+    started = time.monotonic()
+    done = subprocess.run(
+        [*_search(runs, 60, "crash-cli", "--workers", "2"), "--evaluator", "tests.test_faults:crashing_evaluate"],
+        env=_env(STRUCTSEARCH_TEST_SLEEP="0.3"),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert re.fullmatch(r"structsearch search: error: worker 2 \(pid \d+\) stopped with exit code 3: .*\n", done.stderr)
+    assert time.monotonic() - started < 15  # not the 60 trials (18 s) this worker would have run alone
 
 
 def test_workers_stop_when_the_process_that_started_them_dies(runs):

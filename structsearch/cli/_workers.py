@@ -16,7 +16,7 @@ from typing import Any
 
 from structsearch.engine._team import CHILD_ENV, Team, merge_sessions
 
-__all__ = ["CHILD_ENV", "Team", "gather", "with_workers"]
+__all__ = ["CHILD_ENV", "Team", "gather", "stop_if_a_worker_failed", "with_workers"]
 
 
 def with_workers(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -37,6 +37,13 @@ def with_workers(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse
             args.team.close()
 
     return wrapped
+
+
+def stop_if_a_worker_failed(args: argparse.Namespace) -> tuple[Callable[..., bool], ...]:
+    """``search`` callbacks: with ``--workers N``, one that ends this session after a trial once another
+    worker has failed (``gather`` then reports its error)."""
+    team: Team | None = getattr(args, "team", None)
+    return () if team is None else (lambda study, trial: team.failed(),)
 
 
 def gather(args: argparse.Namespace, result: Any) -> Any:

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from structsearch.cli._common import emit, flops, positive_int, seed_value
-from structsearch.cli._workers import gather, with_workers
+from structsearch.cli._workers import gather, stop_if_a_worker_failed, with_workers
 from structsearch.engine._pruning import DEFAULT_PRUNER, PRUNERS
 from structsearch.errors import StructSearchError
 from structsearch.frontier import DEFAULT_SLOPE_RULE, SLOPE_RULES, TARGET_MULTIPLE, lookahead_note
@@ -220,6 +220,7 @@ def run(args: argparse.Namespace) -> int:
         max_trainings=args.max_trainings,
         progress=not args.no_progress,
         runs_dir=args.runs_dir,
+        callbacks=stop_if_a_worker_failed(args),
     )
     emit(gather(args, result), args.json)  # with --workers N: all workers' sessions
     return 0
