@@ -95,7 +95,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         nargs="+",
         default=None,
         metavar="SEED",
-        help="train these seeds together in one vectorised run (instead of --seed); scores, mean and spread",
+        help="train these seeds (instead of --seed), together in one vectorised run where the task batches "
+        "seeds (char-lm trains them one by one); scores, mean and spread",
     )
     parser.add_argument("--eval-points", type=int, default=10, help="validation points on the curve (default 10)")
     parser.add_argument(
@@ -196,8 +197,8 @@ def _run_seeds(args: argparse.Namespace, options: dict[str, Any]) -> int:
     else:
         from rich.table import Table
 
-        how = "one vectorised run" if r.batched else "one by one"
-        table = Table(title=f"{r.spec}" + (f"  [bold]{r.structure}[/]" if r.structure else "") + f": seeds in {how}")
+        how = "seeds in one vectorised run" if r.batched else "seeds trained one by one"
+        table = Table(title=f"{r.spec}" + (f"  [bold]{r.structure}[/]" if r.structure else "") + f": {how}")
         for col in ("seed", "score", "status", "steps", "GFLOP/s"):
             table.add_column(col, justify="right")
         for run in r.runs:
