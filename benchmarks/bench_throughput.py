@@ -10,6 +10,8 @@ Sections (each a markdown table; ``--only`` picks some):
   flat (``structsearch._flat_adamw``);
 - ``seeds``: one seed against S = 4 seeds in one vectorised run (``evaluate(..., seeds=...)``; char-lm,
   which trains its seeds one by one, forced to batch them);
+- ``vmap``: the student's forward for one seed, for 4 seeds under vmap, and for 4 seeds written as
+  batched ops by hand (baddbmm, relu), side by side: what vmap and functional_call add;
 - ``seeds-materialised``: the same 4 seeds with every structured layer on its materialised weight
   under vmap (a rule tried for seed batching and not adopted);
 - ``materialise``: the ten candidates of ``bench_goal.py`` scored by the search's default scorer
@@ -155,6 +157,56 @@ def seeds(repeats: int) -> list[str]:
         four = statistics.median(b for _, b in pairs) / 40 * 1000
         rows.append(f"| {' | '.join(map(str, key))} | {one:.1f} | {four:.1f} | {four / one:.2f} |")
     return rows
+
+
+def vmap_cost(repeats: int) -> list[str]:
+    """What vmap adds: the mlp-regression student's forward (no grad), one seed, 4 seeds under vmap, 4 by hand."""
+    rows = ["| width | 1 seed ms | 4 seeds under vmap ms | 4 seeds as batched ops by hand ms | vmap / by hand |"]
+    rows.append("|---:|---:|---:|---:|---:|")
+    return rows + [_vmap_row(width, repeats) for width in (64, 128, 256)]
+
+
+def _median_ms(fn: Callable[[], object], repeats: int, n: int = 200) -> float:
+    samples = []
+    for _ in range(repeats):
+        for _ in range(20):
+            fn()
+        start = time.perf_counter()
+        for _ in range(n):
+            fn()
+        samples.append((time.perf_counter() - start) / n * 1000)
+    return statistics.median(samples)
+
+
+def _vmap_row(width: int, repeats: int) -> str:
+    from torch.func import functional_call, stack_module_state, vmap
+
+    from structsearch.tasks import get_task
+
+    task = get_task("mlp-regression")
+    spec = evaluation._load_spec("dense")
+    models = [evaluation._build(spec, task, width, seed, torch.device("cpu"))[0] for seed in range(4)]
+    params, buffers = stack_module_state(models)
+    x = torch.randn(4, task.batch_size, task.input_dim)
+    y = torch.stack([task.targets(xi) for xi in x])
+    base = models[0]
+    under_vmap = vmap(lambda p, b, xx, yy: task.loss(lambda *a: functional_call(base, (p, b), a), (xx, yy)))
+    names = ["inp", *[f"hidden.{k}" for k in range(len(base.hidden))], "out"]
+    layers = [(params[f"{n}.weight"].transpose(1, 2), params[f"{n}.bias"].unsqueeze(1)) for n in names]
+
+    def by_hand() -> torch.Tensor:  # the same forward as baddbmm (bias included) and relu, no vmap
+        h = x
+        for k, (weight, bias) in enumerate(layers):
+            h = torch.baddbmm(bias, h, weight)
+            h = h.relu() if k < len(layers) - 1 else h
+        return (h - y).pow(2).mean(dim=(1, 2))
+
+    with torch.no_grad():
+        assert torch.allclose(under_vmap(params, buffers, x, y), by_hand(), rtol=1e-4)
+        solo = _median_ms(lambda: task.loss(base, (x[0], y[0])), repeats)
+        batched = _median_ms(lambda: under_vmap(params, buffers, x, y), repeats)
+        hand = _median_ms(by_hand, repeats)
+    return f"| {width} | {solo:.3f} | {batched:.3f} | {hand:.3f} | {batched / hand:.2f} |"
 
 
 def seeds_materialised(repeats: int) -> list[str]:
@@ -396,6 +448,7 @@ def main() -> None:
             "overhead",
             "seeds",
             "seeds-materialised",
+            "vmap",
             "ladder",
             "materialise",
             "flat",
@@ -425,6 +478,10 @@ def main() -> None:
             lambda: overhead(args.repeats),
         ),
         "seeds": (f"Seed batching, 40 steps (median of {args.repeats})", lambda: seeds(args.repeats)),
+        "vmap": (
+            f"What vmap adds to a forward, mlp-regression dense (median of {args.repeats})",
+            lambda: vmap_cost(args.repeats),
+        ),
         "seeds-materialised": (
             f"Seed batching with every layer materialised, 60 steps (median of {args.repeats})",
             lambda: seeds_materialised(args.repeats),
