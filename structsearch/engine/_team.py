@@ -9,8 +9,8 @@ re-queued by the heartbeat, see ``structsearch.engine._heartbeat``). On Linux a 
 SIGTERM if the calling process dies. The result adds up the workers' sessions.
 
 From Python, the other workers are started from a command line, so every setting must have a
-``structsearch search`` flag: a space name or file, a task name, an evaluator name or
-``module:function``, confirmation seeds ``0..k-1``, and no callbacks.
+``structsearch search`` flag: a space name or file, a built-in task name or ``module:function``,
+an evaluator name or ``module:function``, confirmation seeds ``0..k-1``, and no callbacks.
 """
 
 from __future__ import annotations
@@ -188,8 +188,7 @@ def search_argv(arguments: dict[str, Any]) -> list[str]:
 def _as_flag_value(name: str, value: Any) -> str:
     """A setting as the other workers' command line takes it (numpy numbers included)."""
     if isinstance(value, (str, os.PathLike)):
-        task_factory = _runtime_task(value) if name == "task" else None
-        if task_factory is not None:
+        if name == "task" and _registered_here(value):
             raise StudyError(
                 f"workers > 1: task {value!r} was registered in this process, where the other workers "
                 "cannot see it; give it as module:function"
@@ -202,14 +201,13 @@ def _as_flag_value(name: str, value: Any) -> str:
     raise StudyError(f"workers > 1: {name} must be a name or a number the other workers can be given, got {value!r}")
 
 
-def _runtime_task(name: Any) -> Any:
-    """The factory of a task registered by this process's own code (not by structsearch), else None."""
+def _registered_here(task: Any) -> bool:
+    """Whether ``task`` names a task this process's own code registered (a fresh process would not know it)."""
     from structsearch.tasks._protocol import _REGISTRY, task_names
 
-    if not isinstance(name, str) or ":" in name or name not in task_names():
-        return None
-    factory = _REGISTRY[name]
-    return None if str(getattr(factory, "__module__", "")).startswith("structsearch.") else factory
+    if not isinstance(task, str) or ":" in task or task not in task_names():
+        return False
+    return not str(getattr(_REGISTRY[task], "__module__", "")).startswith("structsearch.")
 
 
 def local_workers(search: Callable[..., Any]) -> Callable[..., Any]:
@@ -229,7 +227,7 @@ def local_workers(search: Callable[..., Any]) -> Callable[..., Any]:
         try:
             team.start(argv, workers - 1)
             # a worker that failed (bad settings, a crash) ends this session after its trial, and results() says why
-            stop_if_failed = (*bound.arguments["callbacks"], lambda study, trial: team.failed())
+            stop_if_failed = (lambda study, trial: team.failed(),)  # search_argv refused callbacks of the caller's
             return merge_sessions(search(*args, **{**kwargs, "callbacks": stop_if_failed}), team.results())
         finally:
             team.stop()
