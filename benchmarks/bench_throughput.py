@@ -39,6 +39,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from _machine import cpu_name
@@ -254,21 +255,12 @@ def _against_first(times: dict[tuple[str, str], list[float]], specs: list[str], 
 def ladder(repeats: int) -> list[str]:
     import json
 
-    from structsearch.frontier import OVERFIT_RISE, Ladder, frontier_score
+    from structsearch.frontier import OVERFIT_RISE, Ladder
 
     specs = ["dense", "btt", "kronecker", "(1/2|0|1/2|1/6|1/2|1/3|0)"]
     variants = {"10 marks per rung (before)": Ladder(eval_points=10), "5 marks (the default)": Ladder()}
-    times: dict[tuple[str, str], list[float]] = {}
-    scores: dict[tuple[str, str], float | None] = {}
-    for spec in specs:  # warm the per-process caches (teacher, validation set, FLOP accounts)
-        frontier_score(spec, "mlp-regression", 3e8, target_flops=3e9, threads=1)
-    for _ in range(repeats):
-        for spec in specs:
-            for name, plan in variants.items():
-                start = time.perf_counter()
-                r = frontier_score(spec, "mlp-regression", 3e9, target_flops=3e10, ladder=plan, threads=1)
-                times.setdefault((spec, name), []).append(time.perf_counter() - start)
-                scores[(spec, name)] = r.score
+    plans = {name: functools.partial(dict, ladder=plan) for name, plan in variants.items()}  # frontier_score(ladder=)
+    times, scores = _time_ladders(specs, plans, repeats)
     rows = ["| structure | marks | ladder s (median) | speed-up | score |", "|---|---|---:|---:|---:|"]
     for spec, name, t, speedup in _against_first(times, specs, list(variants)):
         rows.append(f"| {spec} | {name} | {t:.3f} | {speedup:.2f}x | {scores[(spec, name)]:.5f} |")
@@ -290,29 +282,46 @@ def ladder(repeats: int) -> list[str]:
     return rows
 
 
-def _goal_ladders(variants: dict[str, Callable[[], None]], repeats: int) -> tuple[list[str], dict, dict]:
-    """The goal list's ten candidates by the search's default scorer (3e9 FLOPs), each variant applied in turn.
+def _time_ladders(
+    specs: list[str], variants: dict[str, Callable[[], dict[str, Any]]], repeats: int
+) -> tuple[dict[tuple[str, str], list[float]], dict[tuple[str, str], float | None]]:
+    """Each structure by the search's default scorer (3e9 FLOPs, target 3e10), the variants interleaved.
 
-    Returns the candidates, ``(candidate, variant) -> seconds per repeat`` and ``-> score``.
+    A variant prepares its run and returns ``frontier_score``'s extra keyword arguments. Returns
+    ``(structure, variant) -> seconds per repeat`` and ``-> score``.
     """
-    from bench_goal import NAMED, random_canonical
-
     from structsearch.frontier import frontier_score
 
-    specs = NAMED + [random_canonical(seed) for seed in range(5)]
     times: dict[tuple[str, str], list[float]] = {}
     scores: dict[tuple[str, str], float | None] = {}
     for spec in specs:  # warm the per-process caches (teacher, validation set, FLOP accounts)
         frontier_score(spec, "mlp-regression", 3e8, target_flops=3e9, threads=1)
     for _ in range(repeats):
         for spec in specs:
-            for name, apply in variants.items():
-                apply()
+            for name, prepare in variants.items():
+                extra = prepare()
                 start = time.perf_counter()
-                r = frontier_score(spec, "mlp-regression", 3e9, target_flops=3e10, threads=1)
+                r = frontier_score(spec, "mlp-regression", 3e9, target_flops=3e10, threads=1, **extra)
                 times.setdefault((spec, name), []).append(time.perf_counter() - start)
                 scores[(spec, name)] = r.score
-    return specs, times, scores
+    return times, scores
+
+
+def _goal_specs() -> list[str]:
+    """bench_goal.py's ten candidates: dense, BTT, low rank, Kronecker, TT and five seeded random points."""
+    from bench_goal import NAMED, random_canonical
+
+    return NAMED + [random_canonical(seed) for seed in range(5)]
+
+
+def _setting(owner: Any, name: str, value: Any) -> Callable[[], dict[str, Any]]:
+    """A variant that sets ``owner.name = value`` before its run and passes no extra arguments."""
+
+    def prepare() -> dict[str, Any]:
+        setattr(owner, name, value)
+        return {}
+
+    return prepare
 
 
 def materialise(repeats: int) -> list[str]:
@@ -322,8 +331,10 @@ def materialise(repeats: int) -> list[str]:
 
     variants = {"structural (off)": float("inf"), "materialised (the default)": fast_paths.MATERIALISE_AT}
     try:
-        applies = {name: functools.partial(setattr, fast_paths, "MATERIALISE_AT", t) for name, t in variants.items()}
-        specs, times, scores = _goal_ladders(applies, repeats)
+        specs = _goal_specs()
+        times, scores = _time_ladders(
+            specs, {name: _setting(fast_paths, "MATERIALISE_AT", t) for name, t in variants.items()}, repeats
+        )
     finally:
         fast_paths.MATERIALISE_AT = variants["materialised (the default)"]
     rows = ["| structure | MACs / dense at width 128 | path | ladder s (median) | speed-up | score |"]
@@ -345,13 +356,14 @@ def materialise(repeats: int) -> list[str]:
 def flat_optimizer(repeats: int) -> list[str]:
     """The goal list's ten candidates by the search's default scorer, and char-lm steps, foreach AdamW against flat."""
     variants = {"foreach + clip_grad_norm_": {"foreach": True}, "flat (the default)": {"foreach": True, "flat": True}}
-    applies = {name: functools.partial(setattr, evaluation, "OPTIMIZER_OPTIONS", o) for name, o in variants.items()}
+    prepares = {name: _setting(evaluation, "OPTIMIZER_OPTIONS", o) for name, o in variants.items()}
     try:
-        specs, times, scores = _goal_ladders(applies, repeats)
+        specs = _goal_specs()
+        times, scores = _time_ladders(specs, prepares, repeats)
         for _ in range(repeats):
             for spec in ("dense", "btt"):
-                for name, apply in applies.items():
-                    apply()
+                for name, prepare in prepares.items():
+                    prepare()
                     r = evaluate(spec, "char-lm", steps=40, eval_points=1, device="cpu")
                     times.setdefault((f"char-lm {spec}", name), []).append(r.wall_seconds)
                     scores[(f"char-lm {spec}", name)] = r.final_loss
