@@ -202,26 +202,31 @@ def test_workers_flag_runs_n_processes_and_ctrl_c_stops_them_all(runs):
     assert sum(s in DONE for s in _states(loaded)) >= 8 and TrialState.RUNNING not in _states(loaded)
 
 
-def test_python_search_with_workers_runs_n_processes_on_one_study(runs, monkeypatch):
-    """search(..., workers=3) from Python starts the same team as --workers 3; its result adds up their sessions."""
+def _search_in_process(runs: Path, trials: int, study: str, evaluator: str, workers: int):
+    """What _search runs from the command line, as a call of search() in this process."""
     from structsearch.engine import search
 
-    log = runs / "api.started"
-    for key, value in _env(STRUCTSEARCH_TEST_STARTED=str(log), STRUCTSEARCH_TEST_SLEEP="0.6").items():
-        monkeypatch.setenv(key, value)
-    result = search(
+    return search(
         "btt",
         task="toy",
         width=64,
-        trials=9,
-        study="api",
+        trials=trials,
+        study=study,
         runs_dir=runs,
-        evaluate_fn="tests.test_faults:slow_evaluate",
+        evaluate_fn=f"tests.test_faults:{evaluator}",
         references=False,
         confirm=False,
         progress=False,
-        workers=3,
+        workers=workers,
     )
+
+
+def test_python_search_with_workers_runs_n_processes_on_one_study(runs, monkeypatch):
+    """search(..., workers=3) from Python starts the same team as --workers 3; its result adds up their sessions."""
+    log = runs / "api.started"
+    for key, value in _env(STRUCTSEARCH_TEST_STARTED=str(log), STRUCTSEARCH_TEST_SLEEP="0.6").items():
+        monkeypatch.setenv(key, value)
+    result = _search_in_process(runs, 9, "api", "slow_evaluate", workers=3)
     pids = {pid for pid, _ in _starts(log)}
     assert len(pids) == 3 and os.getpid() in pids  # this process and two more trained
     assert not [pid for pid in pids - {os.getpid()} if _alive(pid)]
@@ -240,24 +245,11 @@ def crashing_evaluate(spec, **kw):
 def test_python_search_stops_early_and_says_so_when_a_worker_fails(runs, monkeypatch):
     for key, value in _env(STRUCTSEARCH_TEST_SLEEP="0.3").items():
         monkeypatch.setenv(key, value)
-    from structsearch.engine import search
     from structsearch.errors import StudyError
 
     started = time.monotonic()
     with pytest.raises(StudyError, match=r"worker 2 \(pid \d+\) stopped with exit code 3"):
-        search(
-            "btt",
-            task="toy",
-            width=64,
-            trials=60,
-            study="crash",
-            runs_dir=runs,
-            evaluate_fn="tests.test_faults:crashing_evaluate",
-            references=False,
-            confirm=False,
-            progress=False,
-            workers=2,
-        )
+        _search_in_process(runs, 60, "crash", "crashing_evaluate", workers=2)
     loaded, _ = load_existing_study("crash", runs_dir=runs)
     # this process stopped after a trial or so once the other worker had died, not after all 60 (18 s)
     assert sum(s in DONE for s in _states(loaded)) < 30 and time.monotonic() - started < 15
