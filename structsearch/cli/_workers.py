@@ -40,10 +40,9 @@ def with_workers(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse
 
 
 def stop_if_a_worker_failed(args: argparse.Namespace) -> tuple[Callable[..., bool], ...]:
-    """``search`` callbacks: with ``--workers N``, one that ends this session after a trial once another
-    worker has failed (``gather`` then reports its error)."""
+    """``search`` callbacks: with ``--workers N``, the team's (``gather`` then reports a failed worker's error)."""
     team: Team | None = getattr(args, "team", None)
-    return () if team is None else (lambda study, trial: team.failed(),)
+    return () if team is None else team.callbacks()
 
 
 def gather(args: argparse.Namespace, result: Any) -> Any:

@@ -79,6 +79,11 @@ class Team:
         """Whether a worker has already stopped with an error (the session should end and say so)."""
         return any(p.poll() not in (None, 0) for p in self.procs)
 
+    def callbacks(self) -> tuple[Callable[..., bool], ...]:
+        """``search`` callbacks: end this worker's session after a trial once another has failed
+        (``results()`` then raises with its error)."""
+        return (lambda study, trial: self.failed(),)
+
     def stop(self) -> None:
         """Stop every worker still running: wait for the terminal's Ctrl-C to land, then SIGTERM, then SIGKILL."""
         for timeout, sig in ((_GRACE_S, signal.SIGTERM), (_TERM_S, signal.SIGKILL)):
@@ -226,9 +231,8 @@ def local_workers(search: Callable[..., Any]) -> Callable[..., Any]:
         team = Team()
         try:
             team.start(argv, workers - 1)
-            # a worker that failed (bad settings, a crash) ends this session after its trial, and results() says why
-            stop_if_failed = (lambda study, trial: team.failed(),)  # search_argv refused callbacks of the caller's
-            return merge_sessions(search(*args, **{**kwargs, "callbacks": stop_if_failed}), team.results())
+            # search_argv refused the caller's own callbacks: these are the team's only
+            return merge_sessions(search(*args, **{**kwargs, "callbacks": team.callbacks()}), team.results())
         finally:
             team.stop()
             team.close()
