@@ -35,7 +35,7 @@ _LAZY = {
     "aux_loss": "structsearch.layers",
     "StructurizeSummary": "structsearch.layers",
     "linear_factory": "structsearch.layers",
-    "load_spec": "structsearch.layers",
+    "load_spec": "structsearch.spec",
     "param_groups": "structsearch.layers",
     "project_dense": "structsearch.layers",
     "structurize": "structsearch.layers",
@@ -76,3 +76,7 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:  # the lazy names too, so that tab completion shows the whole API
+    return sorted(set(globals()) | set(__all__))

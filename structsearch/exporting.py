@@ -145,7 +145,8 @@ def export(
     from structsearch.errors import StudyError
 
     target = Path(path) if path is not None else run_dir(study, runs_dir) / "best.json"
-    check_output(target, "output", StudyError, create_parent=True)
+    # the study's own run folder is made if missing; a folder the caller names must exist (a typo builds no tree)
+    check_output(target, "output", StudyError, create_parent=path is None)
     doc = export_document(study, top, storage, runs_dir)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)

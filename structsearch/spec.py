@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -36,8 +38,10 @@ __all__ = [
     "SUM_TOLERANCE",
     "Routing",
     "Spec",
+    "SpecLike",
     "as_fraction",
     "known_name",
+    "load_spec",
     "named_structures",
     "parse_spec",
     "routing",
@@ -366,10 +370,11 @@ def _from_paper(text: str) -> Spec:
         return _from_paper(inner[: close + 1]).routed(_parse_routing(suffix[4:], "moe"))
     if not (inner.startswith("(") and inner.endswith(")")):
         raise SpecError(f"theta: paper notation needs parentheses, e.g. (1/2|0|1/2|0|1/2|1/2|0), got {text!r}")
-    parts = inner[1:-1].split("|")
+    body = inner[1:-1]
+    parts = body.split("|" if "|" in body else ",")  # the paper writes |, taxonomy.md's tables commas
     if len(parts) != len(CLASSES):
         raise SpecError(
-            f"theta: expected 7 '|'-separated entries (alpha|beta|gamma|delta|epsilon|phi|rho), got {len(parts)}"
+            f"theta: expected 7 entries separated by '|' (alpha|beta|gamma|delta|epsilon|phi|rho), got {len(parts)}"
         )
     return _validated({c: _parse_number(p, f"theta.{c}") for c, p in zip(CLASSES, parts, strict=True)})
 
@@ -413,6 +418,66 @@ def parse_spec(value: str | Mapping[str, Any] | Sequence[float] | Spec) -> Spec:
         raise SpecError("theta: nested too deeply to be a theta") from None
     except (ValueError, TypeError, OverflowError) as err:  # huge integers, odd element types, ...
         raise SpecError(f"theta: cannot read a {type(value).__name__} as a theta ({_short(err)})") from None
+
+
+# What load_spec (and so every layer factory, evaluate and the CLI) takes as a structure.
+SpecLike = Spec | str | Mapping[str, Any] | os.PathLike
+
+
+def _spec_from_document(doc: Any, where: str, index: int) -> Spec:
+    """A bare theta object, or an export document with a "specs" list of {"theta": ...} entries."""
+    if isinstance(doc, Mapping) and "specs" in doc:
+        if doc.get("format", FILE_FORMAT) != FILE_FORMAT:
+            raise SpecError(f"{where}: format {doc.get('format')!r} is not {FILE_FORMAT!r}")
+        version = doc.get("version", 1)
+        if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= FILE_VERSION:
+            raise SpecError(f"{where}: version {version!r} is not one this structsearch reads (1-{FILE_VERSION})")
+        specs = doc["specs"]
+        if not isinstance(specs, list) or not specs:
+            raise SpecError(f"{where}: 'specs' must be a non-empty list")
+        if not -len(specs) <= index < len(specs):
+            raise SpecError(f"{where}: spec index {index} out of range for {len(specs)} specs")
+        entry = specs[index]
+        if not isinstance(entry, Mapping) or "theta" not in entry:
+            raise SpecError(f"{where}: specs[{index}] needs a 'theta' object")
+        doc, where = entry["theta"], f"{where}: specs[{index}].theta"
+    elif isinstance(doc, Mapping) and "theta" in doc and not set(doc) & set(CLASSES):
+        doc, where = doc["theta"], f"{where}: theta"
+    try:
+        return parse_spec(doc)
+    except SpecError as err:
+        raise SpecError(f"{where}: {err}") from None
+
+
+def load_spec(spec_or_path: SpecLike, index: int = 0) -> Spec:
+    """A spec from a Spec, a spec string, a theta mapping, or a path to an exported JSON file.
+
+    >>> load_spec("btt").paper
+    '(1/2|0|1/2|0|1/2|1/2|0)'
+    """
+    if isinstance(spec_or_path, Spec):
+        return spec_or_path
+    is_path = isinstance(spec_or_path, os.PathLike) or (
+        isinstance(spec_or_path, str) and spec_or_path.strip().endswith(".json")
+    )
+    if isinstance(spec_or_path, str) and not is_path and not spec_or_path.strip().startswith("{"):
+        is_path = "\x00" not in spec_or_path and os.path.isfile(spec_or_path)
+    if not is_path:
+        return parse_spec(spec_or_path)  # type: ignore[arg-type]
+    if isinstance(index, bool) or not isinstance(index, int):
+        raise SpecError(f"index: expected an integer, got {index!r}")
+    path = Path(spec_or_path)  # type: ignore[arg-type]
+    try:
+        doc = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as err:
+        raise SpecError(f"{path}: cannot read spec file ({err.strerror or err})") from None
+    except json.JSONDecodeError as err:
+        raise SpecError(f"{path}: invalid JSON ({err.msg} at line {err.lineno})") from None
+    except UnicodeDecodeError as err:
+        raise SpecError(f"{path}: not UTF-8 text (byte {err.start}); expected a JSON spec file") from None
+    except (ValueError, RecursionError) as err:  # integers too long to convert, nesting too deep
+        raise SpecError(f"{path}: cannot read the JSON ({type(err).__name__}: {str(err)[:200]})") from None
+    return _spec_from_document(doc, str(path), index)
 
 
 def _short(err: BaseException) -> str:

@@ -56,6 +56,8 @@ def test_taxonomy_does_not_import_torch():
         (["btt", "--d-in", "abc"], "invalid int value"),
         (["kronecker", "--d-in", "7"], "padding"),
         (['{"alpha": 1'], "invalid JSON"),
+        (["no/such/best.json"], "cannot read spec file"),
+        (["(1/2,0,1/2,0,1/2,1/2)"], "expected 7"),
         ([], "the following arguments are required"),
     ],
 )
@@ -72,3 +74,15 @@ def test_help_everywhere():
     for args in (["--help"], ["taxonomy", "--help"]):
         out = run(*args)
         assert out.returncode == 0 and "usage" in out.stdout
+
+
+def test_commas_and_exported_spec_files_read_as_the_same_structure(tmp_path):
+    """taxonomy.md's tables write theta with commas; `structsearch export` writes files: both are the paper's theta."""
+    exported = tmp_path / "best.json"
+    theta = {"alpha": 0.5, "beta": 0, "gamma": 0.5, "delta": 0, "epsilon": 0.5, "phi": 0.5, "rho": 0}
+    exported.write_text(json.dumps({"format": "structsearch.specs", "version": 1, "specs": [{"theta": theta}]}))
+    outputs = [
+        run("taxonomy", form, "--d-in", "256", "--json") for form in ("btt", "(1/2,0,1/2,0,1/2,1/2,0)", str(exported))
+    ]
+    assert all(out.returncode == 0 for out in outputs), [out.stderr for out in outputs]
+    assert len({out.stdout for out in outputs}) == 1

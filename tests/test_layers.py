@@ -281,3 +281,11 @@ def test_benchmark_peak_memory_matches_closed_form_for_dense(monkeypatch: pytest
     peak = bench.peak_bytes(layer, x, torch.randn(n, 64))
     grads = 4 * (n * 64 + layer.params)
     assert peak >= grads + bench.saved_bytes(layer, x) - 4 * n * 64
+
+
+@pytest.mark.parametrize("spec", ["btt", "kronecker", "btt-moe:experts=4,k=2"])
+def test_wrong_input_width_names_the_expected_one(spec):
+    layer = EinsumLinear.from_spec(spec, 64, 32)
+    with pytest.raises(RuntimeError, match=r"expected inputs \(\.\.\., 64\), got \(3, 63\)"):
+        layer(torch.randn(3, 63))
+    assert layer(torch.randn(2, 5, 64)).shape == (2, 5, 32)

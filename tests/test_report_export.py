@@ -127,3 +127,9 @@ def test_default_export_path_and_pareto_helper(runs):
     doc = export("r", runs_dir=runs)
     assert Path(doc["path"]) == runs / "r" / "best.json" and len(doc["specs"]) == 1
     assert pareto_front([(1, 1), (1, 2), (0.5, 3)]) == [2, 0]
+
+
+def test_export_into_a_missing_folder_is_refused_and_builds_nothing(runs, tmp_path):
+    with pytest.raises(StudyError, match="does not exist"):
+        export("r", path=tmp_path / "typo" / "deeper" / "best.json", runs_dir=runs)
+    assert not (tmp_path / "typo").exists()

@@ -11,6 +11,7 @@ EXAMPLES = """examples:
   structsearch taxonomy btt --d-in 1024 --d-out 1024
   structsearch taxonomy "(1/2|1/4|1/4|1/4|1/2|1/4|0)" --json
   structsearch taxonomy low-rank:0.5 --symbolic
+  structsearch taxonomy runs/demo/best.json --d-in 128
   structsearch taxonomy btt-moe:experts=8,k=2 --json
   structsearch taxonomy '{"alpha":1,"beta":0,"gamma":0,"delta":1,"epsilon":0,"phi":0,"rho":0}'
 """
@@ -28,7 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "structure",
         metavar="THETA_OR_NAME",
-        help="paper notation (a|b|g|d|e|f|r), a JSON object keyed alpha..rho, or a name: "
+        help="paper notation (a|b|g|d|e|f|r), a JSON object keyed alpha..rho, an exported spec file "
+        "(its first spec), or a name: "
         "dense, low-rank[:r], kronecker, sum-kronecker[:r], btt[:r], monarch, tt[:r], btt-moe[:experts=E,k=K]",
     )
     parser.add_argument("--d-in", type=int, default=1024, metavar="N", help="input size (default 1024)")
@@ -39,10 +41,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from structsearch.spec import load_spec
     from structsearch.taxonomy import analyze, symbolic_formulas
 
     d_out = args.d_in if args.d_out is None else args.d_out
-    result = analyze(args.structure, args.d_in, d_out)
+    result = analyze(load_spec(args.structure), args.d_in, d_out)  # a name, a theta or an exported spec file
     symbolic = symbolic_formulas(result.spec) if args.symbolic else None
     if args.json:
         payload = result.to_json_dict()

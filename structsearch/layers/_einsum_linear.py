@@ -8,10 +8,6 @@ reshapes and multiplies.
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,70 +30,12 @@ from structsearch.layers._fast_paths import (
 )
 from structsearch.layers._init import CoreInfo, init_core_
 from structsearch.sizes import MAX_PADDING, check_layer_sizes
-from structsearch.spec import CLASSES, FILE_FORMAT, FILE_VERSION, Spec, parse_spec
+from structsearch.spec import CLASSES, SpecLike, load_spec
 from structsearch.taxonomy import Taxonomy, analyze
 
 __all__ = ["EinsumLinear", "load_spec"]
 
 _CORE_CLASSES = {"A": ("phi", "delta", "rho", "gamma", "alpha"), "B": ("phi", "epsilon", "rho", "gamma", "beta")}
-
-SpecLike = Spec | str | Mapping[str, Any] | os.PathLike
-
-
-def _spec_from_document(doc: Any, where: str, index: int) -> Spec:
-    """A bare theta object, or an export document with a "specs" list of {"theta": ...} entries."""
-    if isinstance(doc, Mapping) and "specs" in doc:
-        if doc.get("format", FILE_FORMAT) != FILE_FORMAT:
-            raise SpecError(f"{where}: format {doc.get('format')!r} is not {FILE_FORMAT!r}")
-        version = doc.get("version", 1)
-        if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= FILE_VERSION:
-            raise SpecError(f"{where}: version {version!r} is not one this structsearch reads (1-{FILE_VERSION})")
-        specs = doc["specs"]
-        if not isinstance(specs, list) or not specs:
-            raise SpecError(f"{where}: 'specs' must be a non-empty list")
-        if not -len(specs) <= index < len(specs):
-            raise SpecError(f"{where}: spec index {index} out of range for {len(specs)} specs")
-        entry = specs[index]
-        if not isinstance(entry, Mapping) or "theta" not in entry:
-            raise SpecError(f"{where}: specs[{index}] needs a 'theta' object")
-        doc, where = entry["theta"], f"{where}: specs[{index}].theta"
-    elif isinstance(doc, Mapping) and "theta" in doc and not set(doc) & set(CLASSES):
-        doc, where = doc["theta"], f"{where}: theta"
-    try:
-        return parse_spec(doc)
-    except SpecError as err:
-        raise SpecError(f"{where}: {err}") from None
-
-
-def load_spec(spec_or_path: SpecLike, index: int = 0) -> Spec:
-    """A spec from a Spec, a spec string, a theta mapping, or a path to an exported JSON file.
-
-    >>> load_spec("btt").paper
-    '(1/2|0|1/2|0|1/2|1/2|0)'
-    """
-    if isinstance(spec_or_path, Spec):
-        return spec_or_path
-    is_path = isinstance(spec_or_path, os.PathLike) or (
-        isinstance(spec_or_path, str) and spec_or_path.strip().endswith(".json")
-    )
-    if isinstance(spec_or_path, str) and not is_path and not spec_or_path.strip().startswith("{"):
-        is_path = "\x00" not in spec_or_path and os.path.isfile(spec_or_path)
-    if not is_path:
-        return parse_spec(spec_or_path)  # type: ignore[arg-type]
-    if isinstance(index, bool) or not isinstance(index, int):
-        raise SpecError(f"index: expected an integer, got {index!r}")
-    path = Path(spec_or_path)  # type: ignore[arg-type]
-    try:
-        doc = json.loads(path.read_bytes().decode("utf-8"))
-    except OSError as err:
-        raise SpecError(f"{path}: cannot read spec file ({err.strerror or err})") from None
-    except json.JSONDecodeError as err:
-        raise SpecError(f"{path}: invalid JSON ({err.msg} at line {err.lineno})") from None
-    except UnicodeDecodeError as err:
-        raise SpecError(f"{path}: not UTF-8 text (byte {err.start}); expected a JSON spec file") from None
-    except (ValueError, RecursionError) as err:  # integers too long to convert, nesting too deep
-        raise SpecError(f"{path}: cannot read the JSON ({type(err).__name__}: {str(err)[:200]})") from None
-    return _spec_from_document(doc, str(path), index)
 
 
 class EinsumLinear(nn.Module):
@@ -226,6 +164,8 @@ class EinsumLinear(nn.Module):
 
     # -- compute ---------------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-1:] != (self.d_in,):  # as nn.Linear would, instead of a reshape's puzzling message
+            raise RuntimeError(f"{type(self).__name__}: expected inputs (..., {self.d_in}), got {tuple(x.shape)}")
         batch = x.shape[:-1]
         core_a, core_b, bias = self.A, self.B, self.bias
         if torch.is_autocast_enabled(x.device.type):

@@ -223,6 +223,8 @@ class BTTMoE(nn.Module):
         return self.router.stats()
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-1:] != (self.d_in,):  # as nn.Linear would, instead of a reshape's puzzling message
+            raise RuntimeError(f"{type(self).__name__}: expected inputs (..., {self.d_in}), got {tuple(x.shape)}")
         batch = x.shape[:-1]
         cores = (self.A, self.B, self.bias)
         if torch.is_autocast_enabled(x.device.type):
