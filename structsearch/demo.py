@@ -93,6 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for name, ref in doc["references"].items():
         console.print(f"reference {name}: {ref['loss']:.4g} (scored the same way)")
+    if doc["references_scoring_better"]:
+        names = " and ".join(doc["references_scoring_better"])
+        console.print(f"[bold]{names} scored better than every structure this search trained[/] (more trials may help)")
     confirmation = best.get("confirmation") or {}
     if confirmation.get("comparisons"):
         from structsearch.confirmation import Comparison

@@ -90,6 +90,10 @@ def export_document(
                 "confirmation": _confirmed(confirmation, r.get("paper"), rank),
             }
         )
+    references = {
+        name: {k: ref.get(k) for k in ("paper", "loss", "score_label", "score_kind", "final_loss")}
+        for name, ref in stored_references(loaded).items()
+    }
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -105,10 +109,11 @@ def export_document(
         "params and macs: one width x width layer at the study's width; score.macs: every linear layer of the "
         "model the score trained, per input vector, at score.width",
         "score_label": rows[0].get("score_label") or "loss",
-        "references": {
-            name: {k: ref.get(k) for k in ("paper", "loss", "score_label", "score_kind", "final_loss")}
-            for name, ref in stored_references(loaded).items()
-        },
+        "references": references,
+        # said outright: a search whose best loses to a hand-picked structure has not found a better one
+        "references_scoring_better": [
+            name for name, ref in references.items() if ref["loss"] is not None and ref["loss"] < rows[0]["loss"]
+        ],
         "specs": specs,
     }
 

@@ -133,3 +133,21 @@ def test_export_into_a_missing_folder_is_refused_and_builds_nothing(runs, tmp_pa
     with pytest.raises(StudyError, match="does not exist"):
         export("r", path=tmp_path / "typo" / "deeper" / "best.json", runs_dir=runs)
     assert not (tmp_path / "typo").exists()
+
+
+def test_export_says_when_a_reference_scored_better_than_the_best(tmp_path):
+    """A scorer under which dense beats every searched structure: the export names it, the table says it."""
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    def dense_wins(spec, task, budget, seed, width):
+        return SimpleNamespace(status="ok", score=0.5 if spec.name == "dense" else 1.0 + sum(spec.theta[:2]) / 10)
+
+    result = search("btt", task="toy", evaluate_fn=dense_wins, trials=3, study="d", runs_dir=tmp_path, progress=False)
+    doc = export("d", runs_dir=tmp_path)
+    assert doc["references"]["dense"]["loss"] == 0.5 and doc["specs"][0]["score"]["loss"] >= 1.0
+    assert doc["references_scoring_better"] == ["dense"]
+    console = Console(width=200, record=True)
+    console.print(result)
+    assert "dense 0.5 (the reference scores better)" in console.export_text()

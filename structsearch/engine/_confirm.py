@@ -21,6 +21,7 @@ import optuna
 from optuna.trial import TrialState
 
 from structsearch.engine._objective import worker_id
+from structsearch.engine._progress import stage_bar
 
 __all__ = ["CLAIM_TIMEOUT_S", "claim_held", "confirm_study", "top_trials"]
 
@@ -74,8 +75,12 @@ def confirm_study(
     top: int,
     threads: int | None = None,
     force: bool = False,
+    progress: bool = False,
 ) -> dict[str, Any] | None:
-    """Run (or skip, if another worker holds it or it is done) the confirmation; returns what is stored."""
+    """Run (or skip, if another worker holds it or it is done) the confirmation; returns what is stored.
+
+    ``progress``: a bar on stderr, one step per structure (its seeds train together).
+    """
     from structsearch.confirmation import confirm
 
     attrs = study.user_attrs
@@ -91,7 +96,18 @@ def confirm_study(
     structures = {label: t.user_attrs["paper"] for label, t in zip(labels, trials, strict=True)}
     numbers = {label: t.number for label, t in zip(labels, trials, strict=True)}
     try:
-        result = confirm(structures, task, compute, seeds, trials=numbers, threads=threads).to_dict()
+        # total: the candidates for now; confirm() adds the references that are not among them
+        with stage_bar(progress, f"confirmation, {len(seeds)} seeds each", len(structures)) as bar:
+            bar(0, f"training {labels[0]} with its seeds")
+            result = confirm(
+                structures,
+                task,
+                compute,
+                seeds,
+                trials=numbers,
+                threads=threads,
+                progress=lambda done, total, label: bar(done, f"{label} done", total),
+            ).to_dict()
     except BaseException:  # interrupted or failed: let the next run (or another worker) do it
         study.set_user_attr("confirmation_claim", None)
         raise

@@ -13,6 +13,7 @@ from typing import Any
 
 import optuna
 
+from structsearch.engine._progress import stage_bar
 from structsearch.engine._scorers import score_attrs
 from structsearch.spec import parse_spec
 from structsearch.taxonomy import analyze
@@ -30,13 +31,23 @@ def stored_references(study: optuna.Study) -> dict[str, dict[str, Any]]:
 
 
 def ensure_references(
-    study: optuna.Study, score_fn: Any, *, task: str, budget: float | None, seed: int, width: int
+    study: optuna.Study,
+    score_fn: Any,
+    *,
+    task: str,
+    budget: float | None,
+    seed: int,
+    width: int,
+    progress: bool = False,
 ) -> None:
-    """Score each missing reference with ``score_fn`` (the study's evaluator) and store it."""
+    """Score each missing reference with ``score_fn`` (the study's evaluator) and store it (``progress``: a bar)."""
     have = stored_references(study)
-    for name in REFERENCES:
-        if name not in have:
+    missing = [name for name in REFERENCES if name not in have]
+    with stage_bar(progress, "references", len(missing)) as bar:
+        for done, name in enumerate(missing):
+            bar(done, f"scoring {name} as the trials are scored")
             study.set_user_attr(_PREFIX + name, reference_row(name, score_fn, task, budget, seed, width))
+        bar(len(missing), "done")
 
 
 def reference_row(name: str, score_fn: Any, task: str, budget: float | None, seed: int, width: int) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 from structsearch.engine._confirm import confirm_study
 from structsearch.engine._heartbeat import Watch
 from structsearch.engine._objective import EvaluateFn, Objective, TrialOutcome, worker_id
+from structsearch.engine._progress import trials_bar
 from structsearch.engine._pruning import make_pruner
 from structsearch.engine._references import ensure_references, stored_references
 from structsearch.engine._scorers import (
@@ -93,8 +94,29 @@ class SearchResult:
                 + (f" [{b['name']}]" if b.get("name") else "")
                 + f" loss {b['loss']:.5g}  omega {b['omega']:.3g}  psi {b['psi']:.3g}  nu {b['nu']:.3g}",
             )
+        if self.best and self.references:
+            table.add_row("references", self._against_references())
+        if self.confirmation and self.confirmation.get("comparisons"):
+            from structsearch.confirmation import Comparison
+
+            lines = [Comparison.model_validate(c).sentence() for c in self.confirmation["comparisons"]]
+            table.add_row("confirmed", "\n".join(lines))
         table.add_row("elapsed", f"{self.elapsed_seconds:.1f} s")
+        table.add_row("next", f"structsearch report {self.study}  |  structsearch export {self.study} --top 3")
         return table
+
+    def _against_references(self) -> str:
+        """Each reference's score next to the best's, said so when a reference scored better."""
+        best = self.best["loss"] if self.best else None
+        parts = []
+        for name, row in self.references.items():
+            loss = row.get("loss")
+            if loss is None or best is None:
+                parts.append(f"{name} {row.get('status', 'failed')}")
+                continue
+            verdict = "the reference scores better" if loss < best else f"best {best / loss - 1:+.1%}"
+            parts.append(f"{name} {loss:.5g} ({verdict})")
+        return ";  ".join(parts)
 
 
 def count_done(study: optuna.Study) -> int:
@@ -305,16 +327,6 @@ def _best(study: optuna.Study) -> dict[str, Any] | None:
     }
 
 
-def _best_line(best: dict[str, Any] | None) -> str:
-    if not best:
-        return "best: -"
-    name = f" [{best['name']}]" if best.get("name") else ""
-    return (
-        f"best #{best['number']} {best['paper']}{name} loss {best['loss']:.4g} "
-        f"ω {best['omega']:.3g} ψ {best['psi']:.3g}"
-    )
-
-
 @local_workers
 def search(
     space: str | Path | Space = "steered-default",
@@ -424,7 +436,7 @@ def search(
         _enqueue_grid(study_obj, space_obj, seed, trials)
     study_obj.sampler = opt_sampler
     if references:
-        ensure_references(study_obj, fn, task=task, budget=budget, seed=seed, width=width)
+        ensure_references(study_obj, fn, task=task, budget=budget, seed=seed, width=width, progress=progress)
 
     scorer = Objective(space_obj, task=task, budget=budget, seed=seed, width=width, evaluate_fn=fn, pareto=pareto)
     label = f"{sampler}{'+steer' if steer else ''}"
@@ -432,7 +444,13 @@ def search(
     trains = evaluate_fn is None or evaluate_fn in TRAINERS  # the confirmation trains on the task itself
     if confirm and trains and not pareto and count_done(study_obj) >= trials:
         confirm_study(
-            study_obj, task=task, compute=confirm_flops or budget, seeds=confirm_seeds, top=confirm_top, threads=threads
+            study_obj,
+            task=task,
+            compute=confirm_flops or budget,
+            seeds=confirm_seeds,
+            top=confirm_top,
+            threads=threads,
+            progress=progress,
         )
 
     trials_all = study_obj.get_trials(deepcopy=False, states=DONE_STATES)
@@ -553,7 +571,7 @@ def _run_trials(
     study_obj = watch.study
     new = 0
     best = _best(study_obj)
-    with _progress(progress, trials, count_done(study_obj), best) as bar, _sigterm_as_interrupt():
+    with trials_bar(progress, trials, count_done(study_obj), best) as bar, _sigterm_as_interrupt():
         while True:
             done = count_done(study_obj)
             bar(done, best)
@@ -610,45 +628,3 @@ def _record(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome) -> 
         study.tell(trial, outcome.values)
     else:
         study.tell(trial, state=outcome.state)
-
-
-@contextmanager
-def _progress(enabled: bool, total: int, done: int, best: dict[str, Any] | None) -> Iterator[Any]:
-    """Rich progress on stderr: trials done/total, elapsed and remaining time, and the best so far."""
-    if not enabled:
-        yield lambda done, best: None
-        return
-    from rich.console import Console, Group
-    from rich.live import Live
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-    from rich.text import Text
-
-    console = Console(stderr=True)
-    bar = Progress(
-        TextColumn("trials"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("elapsed"),
-        TimeElapsedColumn(),
-        TextColumn("remaining"),
-        TimeRemainingColumn(),
-        console=console,
-    )
-    task_id = bar.add_task("search", total=total, completed=done)
-    line = Text(_best_line(best))
-
-    def update(done: int, best: dict[str, Any] | None) -> None:
-        bar.update(task_id, completed=min(done, total))
-        line.plain = _best_line(best)
-
-    with Live(Group(bar, line), console=console, refresh_per_second=4):
-        yield update
-    if not console.is_terminal:  # a log file gets the final state without a line break
-        console.line()
