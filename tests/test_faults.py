@@ -266,8 +266,27 @@ def test_workers_flag_stops_early_and_says_so_when_a_worker_fails(runs):
         timeout=120,
     )
     assert done.returncode == 2, done.stderr
-    assert re.fullmatch(r"structsearch search: error: worker 2 \(pid \d+\) stopped with exit code 3: .*\n", done.stderr)
+    assert re.fullmatch(r"structsearch search: error: worker 2 \(pid \d+\) stopped with exit code 3(: .*)?\n", done.stderr)
     assert time.monotonic() - started < 15  # not the 60 trials (18 s) this worker would have run alone
+
+
+def killed_evaluate(spec, **kw):
+    """slow_evaluate, except that a worker this process started is killed by SIGKILL in its first trial."""
+    if os.environ.get("STRUCTSEARCH_WORKER_OF"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return slow_evaluate(spec, **kw)
+
+
+def test_a_worker_killed_by_a_signal_leaves_the_others_to_finish_the_study(runs, monkeypatch):
+    """kill -9 is not an error of the search: this worker re-runs the dead one's trial (heartbeat) and finishes."""
+    for key, value in _env(STRUCTSEARCH_TEST_SLEEP="0.2").items():
+        monkeypatch.setenv(key, value)
+    with pytest.warns(RuntimeWarning, match=r"worker 2 \(pid \d+\) was killed by SIGKILL"):
+        result = _search_in_process(runs, 6, "killed", "killed_evaluate", workers=2)
+    loaded, _ = load_existing_study("killed", runs_dir=runs)
+    states = _states(loaded)
+    assert sum(s in DONE for s in states) == 6 == result.trials and TrialState.RUNNING not in states
+    assert any(t.user_attrs.get("retry_of") is not None for t in loaded.get_trials())  # the killed trial, re-run
 
 
 def test_workers_stop_when_the_process_that_started_them_dies(runs):

@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,8 +77,12 @@ class Team:
         return self
 
     def failed(self) -> bool:
-        """Whether a worker has already stopped with an error (the session should end and say so)."""
-        return any(p.poll() not in (None, 0) for p in self.procs)
+        """Whether a worker has already stopped with an error (the session should end and say so).
+
+        A worker killed by a signal (``kill -9``, the OOM killer) is not one: the others notice its
+        silent trial by its heartbeat and re-run it, as they would a worker on another host.
+        """
+        return any((p.poll() or 0) > 0 for p in self.procs)
 
     def callbacks(self) -> tuple[Callable[..., bool], ...]:
         """``search`` callbacks: end this worker's session after a trial once another has failed
@@ -106,10 +111,18 @@ class Team:
             out.seek(0)
             err.seek(0)
             text = out.read().decode("utf-8", "replace").strip()
+            if code < 0:  # killed: its session's trials are in the study, its running one was re-run
+                warnings.warn(
+                    f"worker {k} (pid {p.pid}) was killed by {_signal_name(-code)}; "
+                    "the other workers re-ran its unfinished trial",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                continue
             if code != 0:
                 lines = err.read().decode("utf-8", "replace").strip().splitlines()
-                last = lines[-1] if lines else f"exit code {code}"
-                raise StudyError(f"worker {k} (pid {p.pid}) stopped with exit code {code}: {last}")
+                last = f": {lines[-1]}" if lines else ""
+                raise StudyError(f"worker {k} (pid {p.pid}) stopped with exit code {code}{last}")
             try:
                 found.append(json.loads(text.splitlines()[-1]))
             except (ValueError, IndexError):
@@ -120,6 +133,13 @@ class Team:
         for out, err in self.outputs:
             out.close()
             err.close()
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def merge_sessions(result: Any, others: list[dict[str, Any]]) -> Any:
