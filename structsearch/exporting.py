@@ -10,6 +10,7 @@ load it directly (``index=k`` picks the k-th spec; the first is the best).
 from __future__ import annotations
 
 import json
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,15 @@ def export_document(
         raise StudyError(f"top: expected a positive integer, got {top!r}")
     loaded, location = load_existing_study(study, storage, runs_dir)
     config = dict(loaded.user_attrs.get("structsearch") or {})
-    rows = [r for r in trial_rows(loaded) if r.get("status") == "evaluated" and r.get("loss") is not None]
+    every = trial_rows(loaded)
+    rows = [r for r in every if r.get("status") == "evaluated" and r.get("loss") is not None]
     if not rows:
+        lost = Counter(str(r.get("status")) for r in every if r.get("status") in ("diverged", "failed"))
+        if lost:
+            counts = ", ".join(f"{n} {status}" for status, n in sorted(lost.items()))
+            raise StudyError(
+                f"study {study!r} in {location.description}: every trained trial lost its score ({counts})"
+            )
         raise StudyError(f"study {study!r} in {location.description} has no trained trial to export yet")
     rows.sort(key=lambda r: (r["loss"], r["number"]))
     stored_versions = config.get("versions", {})

@@ -266,7 +266,9 @@ def test_workers_flag_stops_early_and_says_so_when_a_worker_fails(runs):
         timeout=120,
     )
     assert done.returncode == 2, done.stderr
-    assert re.fullmatch(r"structsearch search: error: worker 2 \(pid \d+\) stopped with exit code 3(: .*)?\n", done.stderr)
+    assert re.fullmatch(
+        r"structsearch search: error: worker 2 \(pid \d+\) stopped with exit code 3(: .*)?\n", done.stderr
+    )
     assert time.monotonic() - started < 15  # not the 60 trials (18 s) this worker would have run alone
 
 

@@ -151,3 +151,14 @@ def test_export_says_when_a_reference_scored_better_than_the_best(tmp_path):
     console = Console(width=200, record=True)
     console.print(result)
     assert "dense 0.5 (the reference scores better)" in console.export_text()
+
+
+def test_export_of_a_study_whose_every_training_diverged_says_so(tmp_path):
+    from types import SimpleNamespace
+
+    def diverges(spec, task, budget, seed, width):
+        return SimpleNamespace(status="diverged", score=None, final_loss=None, reason="non-finite training loss")
+
+    search("btt", task="toy", evaluate_fn=diverges, trials=2, study="nan", runs_dir=tmp_path, progress=False)
+    with pytest.raises(StudyError, match=r"every trained trial lost its score \(2 diverged\)"):
+        export("nan", runs_dir=tmp_path)

@@ -218,6 +218,8 @@ def test_resume_with_other_settings_is_refused(tmp_path):
         _run(tmp_path, space="kronecker", trials=3, study="m", budget=1e9)
     with pytest.raises(StudyError, match="objective"):
         _run(tmp_path, space="btt", trials=3, study="m", budget=1e9, objective="pareto")
+    with pytest.raises(StudyError, match="created with seed=0, got 5"):  # one training seed per ranking
+        _run(tmp_path, space="btt", trials=3, study="m", budget=1e9, seed=5)
     assert len(_trials(tmp_path, "m")) == 2
     _run(tmp_path, space=Space(name="mine", step=0.25, description="a"), trials=1, study="sp")
     _run(

@@ -47,7 +47,7 @@ OBJECTIVES = ("loss", "pareto")
 CONFIG_ATTR = "structsearch"
 DONE_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 # settings that must match when a study is resumed (the rest may change between sessions)
-_PINNED = ("task", "budget", "objective", "width", "space", "evaluator", "target_flops", "slope_rule")
+_PINNED = ("task", "budget", "objective", "width", "seed", "space", "evaluator", "target_flops", "slope_rule")
 
 
 @dataclass
