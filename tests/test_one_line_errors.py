@@ -269,3 +269,26 @@ def test_spec_documents_of_another_format_or_a_later_version_are_refused(tmp_pat
         path.write_text(json.dumps({**good, **change}))
         with pytest.raises(StructSearchError, match=needle):
             EinsumLinear.from_spec(path, 16, 16)
+
+
+def test_a_full_disk_is_one_line_and_exit_1(tmp_path, monkeypatch, capsys):
+    """An OSError of the machine (disk full, read-only) mid-command: one line, exit 1; other OSErrors propagate."""
+    import errno
+
+    from structsearch import exporting
+    from structsearch.cli import main
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "journal.log"))
+
+    monkeypatch.setattr(exporting, "export", full)
+    assert main(["export", "any", "--runs-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("structsearch export: error: No space left on device (") and len(err.splitlines()) == 1
+
+    def bug(*args, **kwargs):
+        raise FileNotFoundError(errno.ENOENT, "a path the code got wrong")
+
+    monkeypatch.setattr(exporting, "export", bug)
+    with pytest.raises(FileNotFoundError):
+        main(["export", "any", "--runs-dir", str(tmp_path)])

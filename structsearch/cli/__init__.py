@@ -9,6 +9,7 @@ for torch or optuna. Any ``StructSearchError`` becomes one line on stderr and ex
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -57,6 +58,9 @@ def build_parser(commands: Sequence[str] | None = None) -> argparse.ArgumentPars
     return parser
 
 
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Only import the module of the command asked for: keeps `taxonomy` torch-free and fast.
@@ -76,6 +80,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"structsearch {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as err:  # the machine, not the input (exit 1): a full disk or a read-only one mid-run
+        if err.errno not in _ENVIRONMENT_ERRNOS:
+            raise
+        where = f" ({err.filename})" if err.filename else ""
+        message = f"{err.strerror}{where}; what was recorded is kept: rerun the same command once fixed"
+        print(f"structsearch {args.command}: error: {message}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
