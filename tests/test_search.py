@@ -390,3 +390,34 @@ def test_workers_command_line_takes_numpy_numbers_and_refuses_tasks_only_this_pr
     assert search_argv({"space": "btt", "task": "mlp-regression"})[3:5] == ["--task", "mlp-regression"]
     with pytest.raises(StudyError, match="confirm_seeds: expected a sequence of seeds, got 3"):
         search_argv({"space": "btt", "confirm_seeds": 3})
+
+
+def test_a_stored_confirmation_is_replaced_once_it_no_longer_describes_the_study(tmp_path, monkeypatch):
+    """Extending a study (a new top), or other confirmation settings, re-runs the stage; the same ones reuse it."""
+    from types import SimpleNamespace
+
+    from structsearch import confirmation
+    from structsearch.engine import confirm_study, top_trials
+
+    calls = []
+
+    def fake_confirm(structures, task, compute, seeds, *, trials, threads, progress):
+        calls.append((dict(structures), compute, list(seeds)))
+        rows = [{"role": "candidate", "trial": trials[k], "spec": v} for k, v in structures.items()]
+        return SimpleNamespace(to_dict=lambda: {"compute": compute, "seeds": list(seeds), "structures": rows})
+
+    monkeypatch.setattr(confirmation, "confirm", fake_confirm)
+    _run(tmp_path, space="full", trials=8, study="c", steer=False)
+    study = optuna.load_study(study_name="c", storage=open_storage("c", runs_dir=tmp_path).storage)
+    settings = {"task": "toy", "compute": 1e9, "seeds": (0, 1), "top": 2}
+    assert len(top_trials(study, 3)) == 3
+    first = confirm_study(study, **settings)
+    assert len(calls) == 1 and [r["trial"] for r in first["structures"]] == [t.number for t in top_trials(study, 2)]
+    assert confirm_study(study, **settings) == first and len(calls) == 1  # still current: reused
+    confirm_study(study, **{**settings, "seeds": (0, 1, 2)})
+    confirm_study(study, **{**settings, "compute": 2e9})
+    confirm_study(study, **{**settings, "compute": 2e9, "top": 3})
+    assert len(calls) == 4 and [c[1:] for c in calls[1:]] == [(1e9, [0, 1, 2]), (2e9, [0, 1]), (2e9, [0, 1])]
+    assert (
+        study.user_attrs["confirmation"]["compute"] == 2e9 and len(study.user_attrs["confirmation"]["structures"]) == 3
+    )

@@ -6,11 +6,14 @@ study's user attribute ``confirmation`` (``report`` and ``export`` read it from 
 worker claims the stage first (``confirmation_claim``) so that concurrent workers finishing
 together do not all run it. An interrupted worker releases its claim; a claim whose worker
 process is gone from this host, or older than :data:`CLAIM_TIMEOUT_S` without a result, is
-treated as abandoned, so rerunning the search finishes the stage.
+treated as abandoned, so rerunning the search finishes the stage. A stored confirmation is
+replaced when it no longer describes the study (:func:`confirms`): the top trials changed (the
+study was extended and found a new best) or the confirmation's compute or seeds did.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import time
@@ -23,7 +26,7 @@ from optuna.trial import TrialState
 from structsearch.engine._objective import worker_id
 from structsearch.engine._progress import stage_bar
 
-__all__ = ["CLAIM_TIMEOUT_S", "claim_held", "confirm_study", "top_trials"]
+__all__ = ["CLAIM_TIMEOUT_S", "claim_held", "confirm_study", "confirms", "top_trials"]
 
 CLAIM_TIMEOUT_S = 6 * 3600.0
 
@@ -66,6 +69,18 @@ def claim_held(claim: dict[str, Any] | None) -> bool:
     return True  # another machine's worker: trust the claim until it times out
 
 
+def confirms(stored: dict[str, Any], trials: list[Any], compute: float, seeds: Sequence[int]) -> bool:
+    """Whether a stored confirmation is of these top trials, at this compute, with these seeds.
+
+    A study that gained trials since (a new best), or a rerun with other confirmation settings,
+    makes it stale: the stage runs again and replaces it.
+    """
+    confirmed = [(row["trial"], row["spec"]) for row in stored.get("structures", []) if row.get("role") == "candidate"]
+    current = [(t.number, t.user_attrs.get("paper")) for t in trials]
+    same_compute = math.isclose(float(stored.get("compute", math.nan)), float(compute), rel_tol=1e-9)
+    return confirmed == current and same_compute and list(stored.get("seeds", [])) == list(seeds)
+
+
 def confirm_study(
     study: optuna.Study,
     *,
@@ -84,11 +99,12 @@ def confirm_study(
     from structsearch.confirmation import confirm
 
     attrs = study.user_attrs
-    if not force and "confirmation" in attrs:
-        return attrs["confirmation"]
+    trials = top_trials(study, top)
+    stored = attrs.get("confirmation")
+    if not force and stored is not None and confirms(stored, trials, compute, seeds):
+        return stored
     if not force and claim_held(attrs.get("confirmation_claim")):
         return None
-    trials = top_trials(study, top)
     if not trials:
         return None
     study.set_user_attr("confirmation_claim", {"worker": worker_id(), "time": time.time()})
@@ -112,4 +128,5 @@ def confirm_study(
         study.set_user_attr("confirmation_claim", None)
         raise
     study.set_user_attr("confirmation", result)
+    study.set_user_attr("confirmation_claim", None)  # done: a later, stale-making session may claim it again
     return result
