@@ -160,10 +160,43 @@ def export(
     target = Path(path) if path is not None else run_dir(study, runs_dir) / "best.json"
     # the study's own run folder is made if missing; a folder the caller names must exist (a typo builds no tree)
     check_output(target, "output", StudyError, create_parent=path is None)
+    _check_replaceable(target)
     doc = export_document(study, top, storage, runs_dir)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps(doc, indent=2) + "\n")
-    except OSError as err:
-        raise StudyError(f"{target}: cannot write ({err.strerror or err})") from None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomically(target, json.dumps(doc, indent=2) + "\n")
     return {**doc, "path": str(target)}
+
+
+def _check_replaceable(target: Path) -> None:
+    """Refuse to overwrite a file that is not an earlier export (a study's journal or database, say)."""
+    from structsearch.errors import StudyError
+
+    try:
+        if not target.is_file() or target.stat().st_size == 0:
+            return
+        with target.open("rb") as f:
+            head = f.read(4096)
+    except OSError as err:
+        raise StudyError(f"{target}: cannot read the file to be replaced ({err.strerror or err})") from None
+    if not (head.lstrip().startswith(b"{") and FORMAT.encode() in head):
+        raise StudyError(f"output {target}: exists and is not a structsearch export; remove it or pick another path")
+
+
+def _write_atomically(target: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``target``, then rename it: a failed write leaves the old file."""
+    import os
+    import tempfile
+
+    from structsearch.errors import StudyError
+
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        os.fchmod(handle, 0o666 & ~umask)  # as a plain open() would make it, not mkstemp's 0600
+        with os.fdopen(handle, "w") as f:
+            f.write(text)
+        os.replace(temporary, target)
+    except OSError as err:
+        Path(temporary).unlink(missing_ok=True)
+        raise StudyError(f"{target}: cannot write ({err.strerror or err})") from None

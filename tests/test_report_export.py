@@ -162,3 +162,26 @@ def test_export_of_a_study_whose_every_training_diverged_says_so(tmp_path):
     search("btt", task="toy", evaluate_fn=diverges, trials=2, study="nan", runs_dir=tmp_path, progress=False)
     with pytest.raises(StudyError, match=r"every trained trial lost its score \(2 diverged\)"):
         export("nan", runs_dir=tmp_path)
+
+
+def test_export_never_overwrites_what_is_not_an_export_and_a_failed_write_keeps_the_old_file(runs, monkeypatch):
+    import os
+
+    journal = runs / "r" / "journal.log"
+    before = journal.read_bytes()
+    with pytest.raises(StudyError, match="exists and is not a structsearch export"):
+        export("r", path=journal, runs_dir=runs)  # the study's own storage
+    assert journal.read_bytes() == before
+    good = export("r", top=2, path=runs / "good.json", runs_dir=runs)
+    kept = (runs / "good.json").read_bytes()
+    assert json.loads(kept)["specs"] == json.loads(json.dumps(good["specs"]))
+    assert oct((runs / "good.json").stat().st_mode & 0o777) != "0o600"  # not mkstemp's private mode
+
+    def disk_full(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", disk_full)
+    with pytest.raises(StudyError, match="cannot write"):
+        export("r", top=5, path=runs / "good.json", runs_dir=runs)
+    assert (runs / "good.json").read_bytes() == kept  # the earlier export, whole
+    assert not [p for p in runs.iterdir() if p.name.endswith(".tmp")]  # no temporary left behind
