@@ -45,6 +45,7 @@ __all__ = [
     "LayerCount",
     "ProxyResult",
     "SeedsResult",
+    "check_threads",
     "count_step_flops",
     "evaluate",
     "extrapolate_loss",
@@ -189,6 +190,18 @@ def steps_for_budget(budget: float, flops_per_step: float) -> int:
             f"budget: {budget:.4g} FLOPs buys no training step; one step costs {flops_per_step:.4g} FLOPs"
         )
     return steps
+
+
+# torch's OpenMP pool crashes the process (no Python error) on absurd counts such as 100000
+MAX_THREADS = 1024
+
+
+def check_threads(threads: Any) -> None:
+    """``threads`` is None or a usable count of torch CPU threads, else a one-line TaskError."""
+    if threads is None:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS:
+        raise TaskError(f"threads: expected an integer from 1 to {MAX_THREADS}, got {threads!r}")
 
 
 def resolve_device(device: Any = None) -> Any:
@@ -534,8 +547,7 @@ def evaluate(
 
     dev = resolve_device(device)
     rng_devices = [dev.index or 0] if dev.type == "cuda" else []
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise TaskError(f"threads: expected a positive integer, got {threads!r}")
+    check_threads(threads)
     threads_before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)

@@ -292,3 +292,45 @@ def test_a_full_disk_is_one_line_and_exit_1(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(exporting, "export", bug)
     with pytest.raises(FileNotFoundError):
         main(["export", "any", "--runs-dir", str(tmp_path)])
+
+
+def nan_evaluate(spec, **kwargs):
+    """A plug-in scorer whose score is NaN (its reason for being: the --json test below)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(status="ok", score=float("nan"), final_loss=float("inf"))
+
+
+def test_json_output_is_strict_json_even_with_nan_scores(tmp_path, capsys):
+    from structsearch.cli import main
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    args = ["search", "--space", "btt", "--task", "toy", "--trials", "2", "--no-progress", "--runs-dir", str(tmp_path)]
+    assert main([*args, "--evaluator", "tests.test_one_line_errors:nan_evaluate", "--study", "nan", "--json"]) == 0
+    json.loads(capsys.readouterr().out, parse_constant=refuse)
+    assert main(["report", "nan", "--runs-dir", str(tmp_path), "--json", "--no-plots"]) == 0
+    json.loads(capsys.readouterr().out, parse_constant=refuse)
+
+
+@pytest.mark.parametrize("command", [["evaluate", "btt", "--steps", "2"], ["search", "--space", "btt"]])
+def test_absurd_thread_counts_are_refused_before_anything_starts(command, tmp_path):
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "structsearch",
+            *command,
+            "--threads",
+            "100000",
+            *(["--runs-dir", str(tmp_path)] if command[0] == "search" else []),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2 and out.stderr.strip().endswith(
+        "threads: expected an integer from 1 to 1024, got 100000"
+    )
+    assert not list(tmp_path.iterdir())  # no study left behind

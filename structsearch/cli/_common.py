@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from typing import Any
 
-__all__ = ["emit", "flops", "positive_int", "seed_value", "stdout_console"]
+__all__ = ["emit", "flops", "positive_int", "print_json", "seed_value", "stdout_console"]
 
 
 def positive_int(text: str) -> int:
@@ -53,6 +54,21 @@ def stdout_console() -> Any:
 def emit(result: Any, as_json: bool) -> None:
     """One JSON object (``result.to_dict()``) for machines, else the result's rich rendering."""
     if as_json:
-        print(json.dumps(result.to_dict(), default=str))
+        print_json(result.to_dict())
     else:
         stdout_console().print(result)
+
+
+def print_json(payload: Any) -> None:
+    """``payload`` as one line of strict JSON: a NaN or infinite number (a plug-in's score, say) becomes null."""
+    print(json.dumps(_finite(payload), default=str, allow_nan=False))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from structsearch.cli._common import seed_value, stdout_console
+from structsearch.cli._common import print_json, seed_value, stdout_console
 from structsearch.errors import TaskError
 
 __all__ = ["parse_options", "register", "run"]
@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
             threads=args.threads,
         )
     if args.json:
-        print(json.dumps(result.to_dict()))
+        print_json(result.to_dict())
     else:
         _render(result)
     return 0 if result.status != "failed" else 1
@@ -160,7 +160,7 @@ def _run_proxy(args: argparse.Namespace, options: dict[str, Any]) -> int:
         threads=args.threads,
     )
     if args.json:
-        print(json.dumps(r.to_dict()))
+        print_json(r.to_dict())
     else:
         from rich.table import Table
 
@@ -193,7 +193,7 @@ def _run_seeds(args: argparse.Namespace, options: dict[str, Any]) -> int:
     else:
         r = evaluate(args.structure, steps=args.steps, eval_points=args.eval_points, **kwargs)
     if args.json:
-        print(json.dumps(r.to_dict()))
+        print_json(r.to_dict())
     else:
         from rich.table import Table
 

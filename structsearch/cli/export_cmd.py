@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 
-from structsearch.cli._common import positive_int, stdout_console
+from structsearch.cli._common import positive_int, print_json, stdout_console
 
 __all__ = ["register", "run"]
 
@@ -43,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     doc = export(args.study, args.top, args.output, storage=args.storage, runs_dir=args.runs_dir)
     if args.json:
-        print(json.dumps(doc))
+        print_json(doc)
         return 0
     from rich.table import Table
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
-from structsearch.cli._common import stdout_console
+from structsearch.cli._common import print_json, stdout_console
 from structsearch.cli.evaluate_cmd import add_task_arguments, parse_options
 
 __all__ = ["register", "run"]
@@ -64,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     }
     if args.json:
         result = scale(structures, **kwargs)
-        print(json.dumps(result.to_dict()))
+        print_json(result.to_dict())
         return _plot_written(result)
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
+
+from structsearch.cli._common import print_json
 
 __all__ = ["register", "run"]
 
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         payload = result.to_json_dict()
         if symbolic is not None:
             payload = {**payload, "symbolic": symbolic}
-        print(json.dumps(payload))
+        print_json(payload)
         return 0
     _render(result, symbolic)
     return 0

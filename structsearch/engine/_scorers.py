@@ -95,8 +95,9 @@ def resolve_evaluator(
     where it has one, else ``final_loss``. ``threads`` sets torch's CPU threads of the
     built-in trainers (1 is often several times faster for small models on a shared machine).
     """
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise TaskError(f"threads: expected a positive integer, got {threads!r}")
+    from structsearch.evaluation import check_threads
+
+    check_threads(threads)
     if target_flops is not None and not _positive_number(target_flops):
         raise TaskError(f"target_flops: expected a positive, finite number of FLOPs, got {target_flops!r}")
     from structsearch.frontier import check_slope_rule
