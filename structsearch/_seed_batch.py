@@ -19,6 +19,7 @@ trained seed by seed.
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -62,14 +63,15 @@ def _clip_per_seed(params: list[Any], max_norm: float) -> None:
 class _SeedStepper:
     """S stacked models, one AdamW over the stacked tensors, S training streams."""
 
-    def __init__(self, task: Any, models: list[Any], seeds: Sequence[int], setup: _Setup, lr: float, dev: Any):
+    def __init__(
+        self, task: Any, models: list[Any], base: Any, seeds: Sequence[int], setup: _Setup, lr: float, dev: Any
+    ):
         from torch.func import stack_module_state, vmap
 
         _, param_groups = _layers_api()
         self.task, self.setup, self.device, self.n = task, setup, dev, len(models)
         self.params, self.buffers = stack_module_state(models)  # name -> (S, ...) leaves
-        self.base = copy.deepcopy(models[0]).to("meta")
-        self.base.train()
+        self.base = base.train()  # a copy of models[0] on the meta device: vmap runs it on each seed's tensors
         groups = param_groups(models[0], lr, base_fan_in=int(task.base_width), weight_decay=float(task.weight_decay))
         stacked = [{**g, "params": [self.params[name] for name in g["names"]]} for g in groups]
         self.optimizer, self.schedule = _optimizer(task, stacked, lr, setup.planned)
@@ -129,8 +131,9 @@ def _vmappable(stepper: _SeedStepper, batch: Any) -> bool:
     """Whether the task's loss runs under vmap (checked once on a real batch, no gradients kept)."""
     import torch
 
-    try:
-        with torch.no_grad(), stepper.setup.autocast():
+    try:  # ops without a batching rule warn of a slow fallback; a task that works anyway is fine
+        with torch.no_grad(), stepper.setup.autocast(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="There is a performance drop", category=UserWarning)
             stepper.train_loss(stepper.params, stepper.buffers, batch)
     except (RuntimeError, NotImplementedError):
         return False
@@ -156,17 +159,20 @@ def train_seeds(
     from structsearch._train_loop import run_loop
 
     built = [_build(spec, task_obj, width, seed, dev) for seed in seeds]
+    # the stateless model vmap calls, copied while it is fresh: counting the step's FLOPs below
+    # runs it, and a routed layer then holds non-leaf tensors, which deepcopy refuses
+    base = copy.deepcopy(built[0][0]).to("meta")
     setup = _Setup(task_obj, built[0][0], built[0][1], seeds[0], dev, budget, steps)
-    for _, made in built:  # after counting: the fast paths are autograd Functions vmap cannot batch
-        for layer in made:
-            if getattr(layer, "structural_path", None) not in ("btt", "kronecker"):
-                continue
-            plain = "broadcast" if has_unit_contraction(layer.dims) else "general"
-            layer.structural_path = plain  # what a materialised layer's calls below materialise_from run
-            if layer.path != "materialised":
-                layer.path = plain
+    # after counting: the fast paths are autograd Functions vmap cannot batch (base runs; the rest record)
+    for layer in [*(layer for _, made in built for layer in made), *base.modules()]:
+        if getattr(layer, "structural_path", None) not in ("btt", "kronecker"):
+            continue
+        plain = "broadcast" if has_unit_contraction(layer.dims) else "general"
+        layer.structural_path = plain  # what a materialised layer's calls below materialise_from run
+        if layer.path != "materialised":
+            layer.path = plain
     models = [model.train() for model, _ in built]
-    stepper = _SeedStepper(task_obj, models, seeds, setup, lr, dev)
+    stepper = _SeedStepper(task_obj, models, base, seeds, setup, lr, dev)
     probe_streams = [training_stream(task_obj, s + 7919, dev) for s in seeds]
     if not _vmappable(stepper, _stack_next(probe_streams)):
         return None

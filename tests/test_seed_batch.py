@@ -223,3 +223,14 @@ def test_seed_batching_a_materialised_layer_whose_small_calls_fall_back_to_a_fas
     batched = evaluate("btt", "mlp-regression", seeds=[0, 1], **kw)
     assert batched.batched
     _same_seeds(batched.runs, [evaluate("btt", "mlp-regression", seed=s, **kw) for s in (0, 1)])
+
+
+@pytest.mark.parametrize(
+    ("spec", "task"), [("btt-moe:experts=4,k=2", "mlp-regression"), ("dense", "mlp-regression-moe")]
+)
+def test_routed_models_train_their_seeds_one_by_one_as_solo_runs(spec, task):
+    """Routing reads expert counts to the host, so vmap cannot run it: the seeds train one by one, as solo runs."""
+    kw = {"width": 16, "steps": 3, "device": "cpu", "eval_points": 1}
+    result = evaluate(spec, task, seeds=[1, 2], **kw)
+    assert not result.batched and [r.status for r in result.runs] == ["ok", "ok"]
+    assert [r.final_loss for r in result.runs] == [evaluate(spec, task, seed=s, **kw).final_loss for s in (1, 2)]
