@@ -334,3 +334,33 @@ def test_absurd_thread_counts_are_refused_before_anything_starts(command, tmp_pa
         "threads: expected an integer from 1 to 1024, got 100000"
     )
     assert not list(tmp_path.iterdir())  # no study left behind
+
+
+@pytest.mark.parametrize(
+    "damaged",
+    [
+        "{}",
+        "[]",
+        "3",
+        '{"op_code": 5}',
+        '{"op_code": 6, "worker_id": "w", "trial_id": 0, "state": 99, "values": null}',
+        '{"op_code": 99, "worker_id": "w"}',
+    ],
+)
+def test_a_damaged_journal_line_is_one_line_for_report_export_and_search(damaged, tmp_path, capsys):
+    """Valid JSON that is not a record, or a record Optuna cannot replay: exit 2 and one line, file untouched."""
+    from structsearch.cli import main
+
+    args = ["--space", "btt", "--evaluator", "toy", "--task", "toy", "--trials", "3", "--no-progress"]
+    assert main(["search", *args, "--runs-dir", str(tmp_path), "--study", "j"]) == 0
+    journal = tmp_path / "j" / "journal.log"
+    lines = journal.read_text().splitlines(keepends=True)
+    lines[5] = damaged + "\n"
+    journal.write_text("".join(lines))
+    before = journal.read_bytes()
+    capsys.readouterr()
+    for command in (["report", "j", "--no-plots"], ["export", "j"], ["search", *args, "--study", "j", "--trials", "4"]):
+        assert main([*command, "--runs-dir", str(tmp_path)]) == 2, command
+        err = capsys.readouterr().err
+        assert "the journal is damaged" in err and len(err.strip().splitlines()) == 1, err
+    assert journal.read_bytes() == before

@@ -15,7 +15,7 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
-from optuna.storages.journal import BaseJournalBackend
+from optuna.storages.journal import BaseJournalBackend, JournalFileBackend
 
 from structsearch.errors import StudyError
 
@@ -90,6 +90,21 @@ def _refuse_foreign(path: Path) -> None:
     )
 
 
+def _checked(record: Any, number: int, path: Path) -> dict[str, Any]:
+    """``record`` (log ``number``, from 0) if it has a journal record's shape, else a one-line StudyError."""
+    if isinstance(record, dict) and isinstance(record.get("op_code"), int) and "worker_id" in record:
+        return record
+    raise StudyError(f"{path}: the journal is damaged (line {number + 1} is not an Optuna journal record)")
+
+
+class _CheckedFileBackend(JournalFileBackend):
+    """Optuna's file backend with each record's shape checked as it is read (a damaged line: one line, no traceback)."""
+
+    def read_logs(self, log_number_from: int) -> Generator[dict[str, Any], None, None]:
+        for number, record in enumerate(super().read_logs(log_number_from), start=log_number_from):
+            yield _checked(record, number, Path(self._file_path))
+
+
 class ReadOnlyJournal(BaseJournalBackend):
     """A journal file read without a lock, a repair or a write (``report`` and ``export``).
 
@@ -107,7 +122,7 @@ class ReadOnlyJournal(BaseJournalBackend):
                     if not line.endswith(b"\n"):
                         return
                     if number >= log_number_from:
-                        yield json.loads(line)
+                        yield _checked(json.loads(line), number, self._path)
         except ValueError as err:  # each line is one JSON document: name the line, not the column in it
             raise StudyError(f"{self._path}: cannot read the journal (line {number + 1}: {err})") from None
         except OSError as err:
@@ -144,22 +159,36 @@ def _repair(path: Path, lock: Any) -> None:
 def open_journal(path: Path, writable: bool) -> Any:
     """A :class:`optuna.storages.JournalStorage` on ``path``: repaired and locked for ``search``
     (``writable``), read-only for ``report`` and ``export``. A file that is not a journal is refused."""
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+    from optuna.storages.journal import JournalFileSymlinkLock
 
     _refuse_foreign(path)
     if not writable:
         if not path.is_file():
             raise StudyError(f"storage {path}: no such journal file")
-        return JournalStorage(ReadOnlyJournal(path))
+        return _replayed(path, lambda: ReadOnlyJournal(path))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = JournalFileSymlinkLock(str(path))
         _repair(path, lock)
-        return JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
+        return _replayed(path, lambda: _CheckedFileBackend(str(path), lock_obj=lock))
     except OSError as err:
         raise StudyError(f"{path}: cannot open the journal for writing ({err.strerror or err})") from None
     except json.JSONDecodeError as err:  # optuna parses line by line: its "line 1" is not the file's
         raise StudyError(f"{path}: cannot read the journal (a line is not JSON: {err.msg})") from None
     except ValueError as err:
         raise StudyError(f"{path}: cannot read the journal ({err})") from None
+
+
+def _replayed(path: Path, backend: Any) -> Any:
+    """A JournalStorage on ``backend()``, whose records Optuna replays now: one it cannot apply is a StudyError."""
+    from optuna.storages import JournalStorage
+
+    try:
+        return JournalStorage(backend())
+    except json.JSONDecodeError:  # a line that is not JSON at all: the caller names it
+        raise
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, AssertionError) as err:
+        # well-formed records that contradict each other (a trial that was never created, say)
+        raise StudyError(
+            f"{path}: the journal is damaged (Optuna cannot replay it: {type(err).__name__} {err})"
+        ) from None
