@@ -63,7 +63,7 @@ def lr_multiplier(fan_in: int, base_fan_in: int) -> float:
     >>> lr_multiplier(512, 256)
     0.5
     """
-    return base_fan_in / fan_in
+    return base_fan_in / fan_in if fan_in else 1.0  # an empty matrix (fan-in 0) has no entries to scale
 
 
 @torch.no_grad()

@@ -33,6 +33,11 @@ class LinearMapTask(Task):
     def __init__(self, dim: int = 16, batch_size: int = 64, seed: int = 0) -> None:
         import torch
 
+        from structsearch.errors import TaskError
+
+        for key, value in (("dim", dim), ("batch_size", batch_size)):  # checked here, not deep inside torch
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise TaskError(f"linear-map.{key}: expected a positive integer, got {value!r}")
         self.dim, self.batch_size = dim, batch_size
         self.options = {"dim": dim, "batch_size": batch_size, "seed": seed}
         g = torch.Generator().manual_seed(seed)
