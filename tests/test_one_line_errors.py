@@ -364,3 +364,18 @@ def test_a_damaged_journal_line_is_one_line_for_report_export_and_search(damaged
         err = capsys.readouterr().err
         assert "the journal is damaged" in err and len(err.strip().splitlines()) == 1, err
     assert journal.read_bytes() == before
+
+
+@pytest.mark.parametrize("url", ["sqlite:///", "sqlite://", "sqlite:///:memory:"])
+def test_an_sqlite_url_without_a_file_is_refused_in_one_line(url, capsys):
+    from structsearch.cli import main
+
+    assert (
+        main(["search", "--space", "btt", "--evaluator", "toy", "--storage", url, "--trials", "1", "--no-progress"])
+        == 2
+    )
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith("name an SQLite file (sqlite:///path/to/study.db); an in-memory one keeps nothing")
+    )

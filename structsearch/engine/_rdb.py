@@ -80,10 +80,16 @@ def _sqlite_path(url: str) -> Path | None:
 
 def _check_sqlite(url: str, writable: bool) -> None:
     """An SQLite URL must name an SQLite file (or, for ``search``, a new one)."""
+    from sqlalchemy.engine import make_url
+
     from structsearch.engine._journal import identify
 
     path = _sqlite_path(url)
     if path is None:
+        if make_url(url).get_backend_name() == "sqlite":  # sqlite://, sqlite:///, sqlite:///:memory:
+            raise StudyError(
+                f"storage {url}: name an SQLite file (sqlite:///path/to/study.db); an in-memory one keeps nothing"
+            )
         return
     if not path.exists():
         if not writable:
