@@ -169,6 +169,25 @@ def _train_seeds(
     return list(evaluate(spec, task_obj, budget=compute, seeds=list(seeds), width=width, **train).runs)
 
 
+def check_compute_buys_a_step(task: str | Any, compute: float, ladder: Ladder = DEFAULT_LADDER) -> None:
+    """Refuse, before a search trains anything, a confirmation compute in which dense buys no step."""
+    from structsearch.errors import BudgetError
+    from structsearch.evaluation import flops_per_step, steps_for_budget
+    from structsearch.tasks import get_task
+
+    task_obj = get_task(task)
+    multiple = int(getattr(task_obj, "width_multiple", 8))
+    width = ladder.reference_width(float(compute), int(task_obj.default_width), float(task_obj.budget), multiple)
+    per_step = flops_per_step("dense", task_obj, width)
+    try:
+        steps_for_budget(float(compute), per_step)
+    except BudgetError:
+        raise BudgetError(
+            f"confirm_flops {compute:.3g}: dense at width {width} buys no training step "
+            f"(one step costs {per_step:.3g}); raise --confirm-flops"
+        ) from None
+
+
 def confirm(
     structures: Mapping[str, str | Spec],
     task: str | Any = "mlp-regression",

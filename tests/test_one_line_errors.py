@@ -379,3 +379,11 @@ def test_an_sqlite_url_without_a_file_is_refused_in_one_line(url, capsys):
         .err.strip()
         .endswith("name an SQLite file (sqlite:///path/to/study.db); an in-memory one keeps nothing")
     )
+
+
+def test_a_confirmation_compute_that_buys_no_step_is_refused_before_any_training(tmp_path, capsys):
+    from structsearch.cli import main
+
+    args = ["search", "--space", "btt", "--evaluator", "final", "--budget", "3e8", "--width", "16", "--trials", "3"]
+    assert main([*args, "--confirm-flops", "1e3", "--runs-dir", str(tmp_path), "--no-progress"]) == 2
+    assert "confirm_flops 1e+03: dense at width" in capsys.readouterr().err and not list(tmp_path.iterdir())

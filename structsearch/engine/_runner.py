@@ -393,6 +393,10 @@ def search(
     budget = float(budget) if budget is not None else default_budget
     width = width or default_width or 64
     check_budget_buys_a_step(evaluate_fn, fn, task, budget, width)
+    if confirm and confirm_flops is not None and (evaluate_fn is None or evaluate_fn in TRAINERS):
+        from structsearch.confirmation import check_compute_buys_a_step
+
+        check_compute_buys_a_step(task, confirm_flops)
     name = check_study_name(study or _default_study_name(space_obj, task, objective))
     study_pruner = make_pruner(pruner)
     config: dict[str, Any] = {
