@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -381,7 +382,7 @@ def scale(
     """
     import time
 
-    from structsearch.evaluation import evaluate
+    from structsearch.evaluation import check_threads, evaluate, resolve_device
     from structsearch.layers import load_spec
     from structsearch.tasks import get_task
 
@@ -396,11 +397,22 @@ def scale(
     if not parsed:
         raise TaskError("scale: expected at least one structure")
     task_obj = get_task(task, **dict(task_options or {}))
-    widths = list(dict.fromkeys(int(w) for w in widths))  # a width given twice is trained once
-    if not widths or any(w < 1 for w in widths):
+    resolve_device(device)  # before a progress display starts: a bad device or thread count is one line
+    check_threads(threads)
+    if isinstance(widths, (str, bytes)) or not isinstance(widths, Iterable):
+        raise TaskError(f"widths: expected a list of positive integers, got {widths!r}")
+    widths = list(widths)
+    if any(isinstance(w, bool) or not isinstance(w, numbers.Integral) or w < 1 for w in widths):
         raise TaskError(f"widths: expected positive integers, got {widths!r}")
-    budgets = [float(task_obj.budget) * k for k in (1, 3, 10)] if budgets is None else [float(b) for b in budgets]
-    budgets = list(dict.fromkeys(budgets))
+    widths = list(dict.fromkeys(int(w) for w in widths))  # a width given twice is trained once
+    if budgets is None:
+        budgets = [float(task_obj.budget) * k for k in (1, 3, 10)]
+    elif isinstance(budgets, (str, bytes)) or not isinstance(budgets, Iterable):
+        raise TaskError(f"budgets: expected a list of positive FLOP counts, got {budgets!r}")
+    budgets = list(budgets)
+    if any(isinstance(b, bool) or not isinstance(b, numbers.Real) for b in budgets):
+        raise TaskError(f"budgets: expected positive FLOP counts, got {budgets!r}")
+    budgets = list(dict.fromkeys(float(b) for b in budgets))
     if not budgets or any(not math.isfinite(b) or b <= 0 for b in budgets):
         raise TaskError(f"budgets: expected positive FLOP counts, got {budgets!r}")
     total = len(parsed) * len(widths) * len(budgets)

@@ -200,3 +200,27 @@ def test_cli_scale_help_and_json(capsys):
     payload = json.loads(capsys.readouterr().out)
     assert [s["structure"] for s in payload["structures"]] == ["dense", "btt"]
     assert payload["target_loss"] is not None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"widths": 16}, "widths: expected a list"),
+        ({"widths": [16.5]}, "widths: expected positive integers"),
+        ({"budgets": "1e8"}, "budgets: expected a list"),
+        ({"threads": 0}, "threads: expected an integer from 1"),
+        ({"device": "meta"}, "device: expected 'cpu'"),
+    ],
+)
+def test_scale_refuses_bad_arguments_before_training(kwargs, message):
+    from structsearch.errors import TaskError
+
+    started = []
+    with pytest.raises(TaskError, match=message):
+        scale(
+            ["btt"],
+            **{"widths": [16], "budgets": [1e8], **kwargs},
+            baseline=None,
+            progress=lambda *a: started.append(a),
+        )
+    assert not started  # no progress display began
