@@ -212,6 +212,8 @@ def test_resume_in_process_keeps_trials_and_finishes(tmp_path):
 
 def test_resume_with_other_settings_is_refused(tmp_path):
     _run(tmp_path, space="btt", trials=2, study="m", budget=1e9)
+    journal = tmp_path / "m" / "journal.log"
+    before = journal.read_bytes()
     with pytest.raises(StudyError, match=r"created with budget=1000000000\.0, got 2000000000\.0"):
         _run(tmp_path, space="btt", trials=3, study="m", budget=2e9)
     with pytest.raises(StudyError, match="created with space='btt', got 'kronecker'"):
@@ -220,7 +222,7 @@ def test_resume_with_other_settings_is_refused(tmp_path):
         _run(tmp_path, space="btt", trials=3, study="m", budget=1e9, objective="pareto")
     with pytest.raises(StudyError, match="created with seed=0, got 5"):  # one training seed per ranking
         _run(tmp_path, space="btt", trials=3, study="m", budget=1e9, seed=5)
-    assert len(_trials(tmp_path, "m")) == 2
+    assert len(_trials(tmp_path, "m")) == 2 and journal.read_bytes() == before  # a refused resume writes nothing
     _run(tmp_path, space=Space(name="mine", step=0.25, description="a"), trials=1, study="sp")
     _run(
         tmp_path, space=Space(name="mine", step=0.25, description="b", steering={"n_startup": 1}), trials=2, study="sp"

@@ -535,9 +535,7 @@ def _open_study(
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(max(verbosity, optuna.logging.WARNING))
     try:
-        study_obj = optuna.create_study(
-            study_name=name, storage=location.storage, directions=directions, load_if_exists=True, pruner=pruner
-        )
+        study_obj = _load_or_create(name, location.storage, directions, pruner)
     except ValueError as err:
         raise StudyError(f"study {name} in {location.description}: {err}") from None
     finally:
@@ -556,6 +554,18 @@ def _open_study(
     watch = Watch(study_obj, worker_id())  # heartbeats; dead workers' trials failed and re-queued
     watch.fail_stale()
     return study_obj, resumed, watch
+
+
+def _load_or_create(name: str, storage: Any, directions: list[str], pruner: optuna.pruners.BasePruner) -> optuna.Study:
+    """The study, loaded if it exists (nothing written: a resume refused below leaves the storage as it was)."""
+    try:
+        return optuna.load_study(study_name=name, storage=storage, pruner=pruner)
+    except KeyError:  # no such study yet
+        pass
+    try:
+        return optuna.create_study(study_name=name, storage=storage, directions=directions, pruner=pruner)
+    except optuna.exceptions.DuplicatedStudyError:  # another worker created it in between
+        return optuna.load_study(study_name=name, storage=storage, pruner=pruner)
 
 
 def _run_trials(
