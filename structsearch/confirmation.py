@@ -210,6 +210,8 @@ def confirm(
     """
     from structsearch.tasks import get_task
 
+    if not isinstance(structures, Mapping):
+        raise TaskError(f"structures: expected a mapping label -> spec, e.g. {{'best': 'btt'}}, got {structures!r}")
     if len(seeds) < 2 or len(set(seeds)) != len(seeds):
         raise TaskError(f"seeds: expected at least 2 distinct seeds for an interval, got {list(seeds)!r}")
     task_obj = get_task(task, **dict(task_options or {}))

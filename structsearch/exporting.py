@@ -10,6 +10,7 @@ load it directly (``index=k`` picks the k-th spec; the first is the best).
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
@@ -157,6 +158,8 @@ def export(
     from structsearch.engine._storage import run_dir
     from structsearch.errors import StudyError
 
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise StudyError(f"path: expected a file path, got {path!r}")
     target = Path(path) if path is not None else run_dir(study, runs_dir) / "best.json"
     # the study's own run folder is made if missing; a folder the caller names must exist (a typo builds no tree)
     check_output(target, "output", StudyError, create_parent=path is None)
@@ -184,7 +187,6 @@ def _check_replaceable(target: Path) -> None:
 
 def _write_atomically(target: Path, text: str) -> None:
     """Write ``text`` to a temporary file beside ``target``, then rename it: a failed write leaves the old file."""
-    import os
     import tempfile
 
     from structsearch.errors import StudyError

@@ -387,3 +387,19 @@ def test_a_confirmation_compute_that_buys_no_step_is_refused_before_any_training
     args = ["search", "--space", "btt", "--evaluator", "final", "--budget", "3e8", "--width", "16", "--trials", "3"]
     assert main([*args, "--confirm-flops", "1e3", "--runs-dir", str(tmp_path), "--no-progress"]) == 2
     assert "confirm_flops 1e+03: dense at width" in capsys.readouterr().err and not list(tmp_path.iterdir())
+
+
+def test_python_api_arguments_of_the_wrong_type_raise_structsearch_errors(tmp_path):
+    import structsearch
+
+    calls = {
+        "storage": lambda: structsearch.search("btt", evaluate_fn="toy", trials=1, storage=5, runs_dir=tmp_path),
+        "runs_dir": lambda: structsearch.search("btt", evaluate_fn="toy", trials=1, runs_dir=5),
+        "path": lambda: structsearch.export("any", path=5, runs_dir=tmp_path),
+        "model": lambda: structsearch.structurize(5, "btt"),
+        "structures": lambda: structsearch.confirm(["btt"], compute=1e8),
+    }
+    for name, call in calls.items():
+        with pytest.raises(StructSearchError, match=f"^{name}: expected"):
+            call()
+    assert not list(tmp_path.iterdir())

@@ -72,6 +72,8 @@ def check_study_name(name: str) -> str:
 
 def run_dir(study: str, runs_dir: str | Path | None = None) -> Path:
     """``runs/<study>/``: where the default storage, plots and exports of a study go."""
+    if runs_dir is not None and not isinstance(runs_dir, (str, os.PathLike)):
+        raise StudyError(f"runs_dir: expected a folder path, got {runs_dir!r}")
     return Path(runs_dir or DEFAULT_RUNS_DIR) / check_study_name(study)
 
 
@@ -80,6 +82,8 @@ def open_storage(
 ) -> StudyLocation:
     """Open the storage of ``study``: the default journal in ``runs/<study>/`` or ``storage``."""
     directory = run_dir(study, runs_dir)
+    if storage is not None and not isinstance(storage, str):
+        raise StudyError(f"storage: expected a journal path or a database URL (a string), got {storage!r}")
     if storage is None or storage == "":
         path = directory / JOURNAL_NAME
         if not create and not path.exists():

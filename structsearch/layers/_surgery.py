@@ -187,6 +187,8 @@ def structurize(
     >>> [(c.name, c.params_before, c.params_after) for c in summary.layers]
     [('0', 256, 128)]
     """
+    if not isinstance(model, nn.Module):
+        raise SurgeryError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
     parsed = load_spec(spec, index=index)
     if init not in INIT_MODES:
         raise SpecError(f"init: expected one of {', '.join(INIT_MODES)}, got {init!r}")
