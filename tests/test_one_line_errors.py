@@ -403,3 +403,25 @@ def test_python_api_arguments_of_the_wrong_type_raise_structsearch_errors(tmp_pa
         with pytest.raises(StructSearchError, match=f"^{name}: expected"):
             call()
     assert not list(tmp_path.iterdir())
+
+
+def test_an_sqlite_database_of_something_else_is_left_untouched(tmp_path, capsys):
+    import sqlite3
+
+    from structsearch.cli import main
+
+    path = tmp_path / "notes.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE notes (text)")
+    before = path.read_bytes()
+    args = ["search", "--space", "btt", "--evaluator", "toy", "--trials", "1", "--no-progress"]
+    assert main([*args, "--storage", f"sqlite:///{path}"]) == 2
+    assert "is an SQLite database of something else (tables notes)" in capsys.readouterr().err
+    assert path.read_bytes() == before
+
+
+def test_evaluate_refuses_seed_together_with_seeds(capsys):
+    from structsearch.cli import main
+
+    assert main(["evaluate", "btt", "--seed", "1", "--seeds", "2", "3", "--steps", "2"]) == 2
+    assert "--seed and --seeds: give one" in capsys.readouterr().err

@@ -59,7 +59,8 @@ def add_task_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="task option passed to the task factory (repeatable), e.g. teacher_width=128",
     )
-    parser.add_argument("--seed", type=seed_value, default=0, help="random seed in [0, 2^32) (default 0)")
+    # default None, read as 0: evaluate can then tell a --seed given alongside --seeds
+    parser.add_argument("--seed", type=seed_value, default=None, help="random seed in [0, 2^32) (default 0)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     parser.add_argument("--lr", type=float, default=None, help="base learning rate (default: the task's tuned lr)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -114,6 +115,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.steps is not None and args.budget is not None:
         raise TaskError("--steps and --budget: give one (a fixed number of steps, or the FLOPs they may spend)")
+    if args.seed is not None and args.seeds is not None:
+        raise TaskError("--seed and --seeds: give one (a single seed, or the list to train)")
+    args.seed = args.seed or 0
     args.structure = load_spec(args.structure)  # a name, a theta or an exported spec file (best.json)
     options = parse_options(args.option)
     if args.seeds is not None:

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         "task": args.task,
         "widths": args.widths,
         "budgets": args.budgets,
-        "seed": args.seed,
+        "seed": args.seed or 0,
         "device": args.device,
         "baseline": None if args.no_baseline else args.baseline,
         "offset": args.offset,

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -99,6 +100,23 @@ def _check_sqlite(url: str, writable: bool) -> None:
     if path.stat().st_size and (kind is None or not kind.startswith("an SQLite database")):
         what = "an Optuna journal: pass the path without sqlite:///" if kind is None else kind
         raise StudyError(f"storage {url}: {path} is not an SQLite database, it is {what}")
+    tables = _sqlite_tables(path)
+    if tables and "studies" not in tables:  # someone's own database: Optuna would add its tables to it
+        raise StudyError(
+            f"storage {url}: {path} is an SQLite database of something else (tables {', '.join(sorted(tables)[:5])}); "
+            "it was left untouched"
+        )
+
+
+def _sqlite_tables(path: Path) -> set[str]:
+    """The table names of an SQLite file, read without writing to it (an unreadable one: none)."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            return {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error:
+        return set()
 
 
 @contextmanager

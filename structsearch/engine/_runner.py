@@ -397,7 +397,7 @@ def search(
         from structsearch.confirmation import check_compute_buys_a_step
 
         check_compute_buys_a_step(task, confirm_flops)
-    name = check_study_name(study or _default_study_name(space_obj, task, objective))
+    name = check_study_name(study if study is not None else _default_study_name(space_obj, task, objective))
     study_pruner = make_pruner(pruner)
     config: dict[str, Any] = {
         "space": space_obj.model_dump(mode="json"),
