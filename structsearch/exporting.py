@@ -191,6 +191,13 @@ def _write_atomically(target: Path, text: str) -> None:
 
     from structsearch.errors import StudyError
 
+    if target.exists() and not target.is_file():  # /dev/stdout, a pipe: nothing to keep, nowhere to rename to
+        try:
+            with open(target, "w") as f:
+                f.write(text)
+            return
+        except OSError as err:
+            raise StudyError(f"{target}: cannot write ({err.strerror or err})") from None
     handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     umask = os.umask(0)
     os.umask(umask)

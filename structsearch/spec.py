@@ -462,6 +462,9 @@ def load_spec(spec_or_path: SpecLike, index: int = 0) -> Spec:
     )
     if isinstance(spec_or_path, str) and not is_path and not spec_or_path.strip().startswith("{"):
         is_path = "\x00" not in spec_or_path and os.path.isfile(spec_or_path)
+        looks_like_a_path = os.sep in spec_or_path or spec_or_path.startswith(".")
+        if looks_like_a_path and "\x00" not in spec_or_path and os.path.isdir(spec_or_path):
+            raise SpecError(f"{spec_or_path}: is a folder; expected a spec file (such as runs/<study>/best.json)")
     if not is_path:
         return parse_spec(spec_or_path)  # type: ignore[arg-type]
     if isinstance(index, bool) or not isinstance(index, int):

@@ -425,3 +425,15 @@ def test_evaluate_refuses_seed_together_with_seeds(capsys):
 
     assert main(["evaluate", "btt", "--seed", "1", "--seeds", "2", "3", "--steps", "2"]) == 2
     assert "--seed and --seeds: give one" in capsys.readouterr().err
+
+
+def test_folders_where_files_belong_are_named_as_such(tmp_path, capsys):
+    from structsearch.cli import main
+
+    (tmp_path / "specs").mkdir()
+    assert main(["evaluate", str(tmp_path / "specs"), "--steps", "1"]) == 2
+    assert "is a folder; expected a spec file" in capsys.readouterr().err
+    (tmp_path / "st" / "journal.log").mkdir(parents=True)
+    args = ["search", "--space", "btt", "--evaluator", "toy", "--trials", "1", "--no-progress"]
+    assert main([*args, "--runs-dir", str(tmp_path), "--study", "st"]) == 2
+    assert "a directory stands where the journal file should be" in capsys.readouterr().err

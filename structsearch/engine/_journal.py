@@ -84,6 +84,8 @@ def _refuse_foreign(path: Path) -> None:
         return
     if kind.startswith("an SQLite database"):
         raise StudyError(f"storage {path}: this is {kind}")
+    if kind == "a directory":  # where the journal file should be (runs/<study>/journal.log, or a path ending in it)
+        raise StudyError(f"storage {path}: a directory stands where the journal file should be; it was left untouched")
     raise StudyError(
         f"storage {path}: this is {kind}, not an Optuna journal; it was left untouched "
         "(give a new file, an existing journal or a directory)"
