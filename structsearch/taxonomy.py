@@ -313,6 +313,12 @@ def _warnings(spec: Spec, dims: ClassSizes, exp: Exponents, equivalent: Spec | N
             f"computed wastefully: the cheapest order ({'; '.join(t['cheapest_order'])}) needs "
             f"{t['cheapest_macs']:,.0f} MACs per vector at batch {CHEAPEST_ORDER_BATCH}, vs {t['macs']:,} for x.A.B"
         )
+    dense = dims.d_in * dims.d_out
+    if t["params"] >= dense and t["macs"] >= dense and t["params"] + t["macs"] > 2 * dense:
+        out.append(
+            f"costlier than dense at this size: {t['params'] / dense:.3g}x its params and {t['macs'] / dense:.3g}x "
+            "its MACs, for no more expressivity (a dense layer represents every matrix)"
+        )
     if t["rank_bound"] < min(dims.d_in, dims.d_out):
         out.append(f"rank-deficient: rank <= {t['rank_bound']:,} < min(d_in, d_out) = {min(dims.d_in, dims.d_out):,}")
     return out
@@ -355,6 +361,7 @@ def _analyze(spec: Spec, d_in: int, d_out: int, max_padding: float | None) -> Ta
     exp = exponents(spec)
     equivalent = canonical_equivalent(spec)
     facts = {
+        "params": graph.params(values),
         "macs": macs,
         "cheapest_macs": cheapest_macs,
         "cheapest_order": cheapest_order,
@@ -365,7 +372,7 @@ def _analyze(spec: Spec, d_in: int, d_out: int, max_padding: float | None) -> Ta
         d_in=d_in,
         d_out=d_out,
         dims=dims,
-        params=graph.params(values),
+        params=facts["params"],
         macs=macs,
         omega=float(exp.omega),
         psi=float(exp.psi),

@@ -268,3 +268,14 @@ def test_analyze_is_cached_per_spec_and_sizes_but_each_caller_owns_its_lists():
     assert (analyze("btt", 100, 300).d_in, analyze("btt", 300, 100).d_in) == (100, 300)
     with pytest.raises(SizeError):
         analyze("(1/2|0|1/2|0|1/2|1/2|0)", 100, 300, max_padding=0.0)
+
+
+def test_a_structure_costlier_than_dense_at_its_size_says_so():
+    # low rank at full rank (rho = 1): rank d for 2 d^2 params and MACs, nu = 1 yet twice dense's cost
+    full_rank = analyze("(1|0|0|0|1|0|1)", 256, 256)
+    assert (full_rank.params, full_rank.macs) == (2 * 256 * 256, 2 * 256 * 256)
+    assert any(
+        w.startswith("costlier than dense at this size: 2x its params and 2x its MACs") for w in full_rank.warnings
+    )
+    for cheaper in ("dense", "btt", "low-rank:0.5", "kronecker"):
+        assert not any("costlier than dense" in w for w in analyze(cheaper, 256, 256).warnings), cheaper
