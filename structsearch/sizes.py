@@ -129,6 +129,6 @@ def class_sizes(spec: Spec, d_in: int, d_out: int, max_padding: float | None = M
         padded, actual = (result.padded_in, d_in) if side == "input" else (result.padded_out, d_out)
         raise SizeError(
             f"{spec.paper} at d_in={d_in}, d_out={d_out}: {side} classes multiply to {padded}, "
-            f"{ratio:.1%} padding over {actual} (limit {max_padding:.0%})"
+            f"{ratio:.1%} padding over {actual} (limit {max_padding:.0%}; max_padding= raises it, None lifts it)"
         )
     return result
