@@ -222,6 +222,7 @@ def test_paired_test_agrees_with_scipy_and_says_tied_within_noise():
         (["--target-flops", "lots"], "--target-flops: expected a number of FLOPs like 1e9"),
         (["--target-flops", "1e12", "--evaluator", "proxy"], "target_flops: only the frontier evaluator"),
         (["--pruner", "sometimes"], "--pruner: invalid choice"),
+        (["--pruner", "hyperband", "--evaluator", "final"], "pruner: only the frontier evaluator"),
         (["--slope-rule", "steep"], "--slope-rule: invalid choice"),
         (["--slope-rule", "fitted", "--evaluator", "proxy"], "slope_rule: only the frontier evaluator"),
     ],

@@ -70,7 +70,8 @@ def _render(t, symbolic: dict[str, str] | None) -> None:
     table.add_column("value", overflow="fold")
     sizes = "  ".join(f"{c}={v}" for c, v in t.dims.as_dict.items())
     table.add_row("class sizes", sizes)
-    table.add_row("einsum (x.A, then .B)", "   ".join(t.einsum))
+    einsum = "einsum (x.A, then .B)" if t.moe is None else "einsum of one expert (rank one; rho = E experts)"
+    table.add_row(einsum, "   ".join(t.einsum))
     table.add_row("cheapest order", f"{'; '.join(t.cheapest_order)}  ({t.cheapest_macs:,.0f} MACs/vector)")
     table.add_row("params", f"{t.params:,}  ({t.params / (t.d_in * t.d_out):.3g} x dense)")
     per = "token" if t.moe is not None else "vector"

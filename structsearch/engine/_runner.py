@@ -398,6 +398,8 @@ def search(
 
         check_compute_buys_a_step(task, confirm_flops)
     name = check_study_name(study if study is not None else _default_study_name(space_obj, task, objective))
+    if pruner not in (None, "none") and not isinstance(fn, FrontierScorer):  # nothing would ever be pruned
+        raise TaskError(f"pruner: only the frontier evaluator reports rungs to prune on, got {pruner!r}")
     study_pruner = make_pruner(pruner)
     config: dict[str, Any] = {
         "space": space_obj.model_dump(mode="json"),
