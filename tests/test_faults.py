@@ -273,15 +273,23 @@ def test_workers_flag_stops_early_and_says_so_when_a_worker_fails(runs):
 
 
 def killed_evaluate(spec, **kw):
-    """slow_evaluate, except that a worker this process started is killed by SIGKILL in its first trial."""
+    """slow_evaluate, except that a worker this process started is killed by SIGKILL in its first trial;
+    this process waits for that before its own first trial, so the study cannot finish without the worker."""
+    marker = Path(os.environ["STRUCTSEARCH_TEST_KILLED"])
     if os.environ.get("STRUCTSEARCH_WORKER_OF"):
+        marker.touch()
         os.kill(os.getpid(), signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
     return slow_evaluate(spec, **kw)
 
 
 def test_a_worker_killed_by_a_signal_leaves_the_others_to_finish_the_study(runs, monkeypatch):
     """kill -9 is not an error of the search: this worker re-runs the dead one's trial (heartbeat) and finishes."""
-    for key, value in _env(STRUCTSEARCH_TEST_SLEEP="0.2").items():
+    for key, value in _env(
+        STRUCTSEARCH_TEST_SLEEP="0.2", STRUCTSEARCH_TEST_KILLED=str(runs / "worker-killed.marker")
+    ).items():
         monkeypatch.setenv(key, value)
     with pytest.warns(RuntimeWarning, match=r"worker 2 \(pid \d+\) was killed by SIGKILL"):
         result = _search_in_process(runs, 6, "killed", "killed_evaluate", workers=2)
