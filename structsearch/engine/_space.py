@@ -56,8 +56,8 @@ def _number(value: Any) -> Any:
     """Accept fractions written as strings (``"1/12"``) wherever a number is expected."""
     if isinstance(value, str):
         text = value.strip()
-        match = re.fullmatch(r"([0-9]*\.?[0-9]+)\s*/\s*([0-9]*\.?[0-9]+)", text)
-        if match:
+        match = re.fullmatch(r"([-+]?[0-9]*\.?[0-9]+)\s*/\s*([0-9]*\.?[0-9]+)", text)
+        if match:  # a sign is read too, so that "-1/12" meets the field's own bound ("> 0"), not a parse error
             den = float(match.group(2))
             return float(match.group(1)) / den if den else value
         try:
