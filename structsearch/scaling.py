@@ -388,6 +388,8 @@ def scale(
 
     if isinstance(specs, (str, Spec, os.PathLike)):
         specs = [specs]
+    if plot is not None and not str(plot).strip():
+        raise TaskError("plot: expected a file name such as frontier.png, got an empty one")
     if plot:  # before any training: a bad path is an error now, not after the ladder
         check_output(plot, "plot", TaskError, plot_formats())
     parsed = [load_spec(s) for s in specs]  # names, theta or exported spec files, as the CLI takes them

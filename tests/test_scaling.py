@@ -210,6 +210,7 @@ def test_cli_scale_help_and_json(capsys):
         ({"budgets": "1e8"}, "budgets: expected a list"),
         ({"threads": 0}, "threads: expected an integer from 1"),
         ({"device": "meta"}, "device: expected 'cpu'"),
+        ({"plot": ""}, "plot: expected a file name"),
     ],
 )
 def test_scale_refuses_bad_arguments_before_training(kwargs, message):
