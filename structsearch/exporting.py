@@ -191,6 +191,8 @@ def _write_atomically(target: Path, text: str) -> None:
 
     from structsearch.errors import StudyError
 
+    if target.is_symlink():  # replace the file it points to, not the link
+        target = Path(os.path.realpath(target))
     if target.exists() and not target.is_file():  # /dev/stdout, a pipe: nothing to keep, nowhere to rename to
         try:
             with open(target, "w") as f:

@@ -185,3 +185,13 @@ def test_export_never_overwrites_what_is_not_an_export_and_a_failed_write_keeps_
         export("r", top=5, path=runs / "good.json", runs_dir=runs)
     assert (runs / "good.json").read_bytes() == kept  # the earlier export, whole
     assert not [p for p in runs.iterdir() if p.name.endswith(".tmp")]  # no temporary left behind
+
+
+def test_export_through_a_symlink_replaces_the_file_it_points_to(runs, tmp_path):
+    real = tmp_path / "exports" / "best.json"
+    real.parent.mkdir()
+    export("r", path=real, runs_dir=runs)
+    link = tmp_path / "latest.json"
+    link.symlink_to(real)
+    export("r", top=2, path=link, runs_dir=runs)
+    assert link.is_symlink() and len(json.loads(real.read_text())["specs"]) == 2
