@@ -33,6 +33,10 @@ def check_output(
         raise error(f"{what} {target}: is a folder; give a file name")
     if suffixes is not None and target.suffix and target.suffix.lower().lstrip(".") not in suffixes:
         raise error(f"{what} {target}: unknown file type {target.suffix!r}; expected one of {', '.join(suffixes)}")
+    if target.exists() and not target.is_file():  # a pipe or a device such as /dev/stdout: written in place
+        if not os.access(target, os.W_OK):
+            raise error(f"{what} {target}: not writable (permission denied)")
+        return target
     folder = target.parent if str(target.parent) else Path(".")
     if not folder.exists() and create_parent:
         existing = next((p for p in folder.parents if p.exists()), Path("."))

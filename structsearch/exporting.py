@@ -181,33 +181,31 @@ def _check_replaceable(target: Path) -> None:
             head = f.read(4096)
     except OSError as err:
         raise StudyError(f"{target}: cannot read the file to be replaced ({err.strerror or err})") from None
-    if not (head.lstrip().startswith(b"{") and FORMAT.encode() in head):
+    if not (head.lstrip().startswith(b"{") and f'"format": "{FORMAT}"'.encode() in head):
         raise StudyError(f"output {target}: exists and is not a structsearch export; remove it or pick another path")
 
 
 def _write_atomically(target: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``target``, then rename it: a failed write leaves the old file."""
-    import tempfile
+    """Write ``text`` to a temporary file beside ``target``, then rename it: a failed write leaves the old file.
+
+    A symlink, a pipe or a device (``-o /dev/stdout``) is written through in place, as before:
+    renaming over it would replace the link, or cannot be done at all.
+    """
+    import secrets
 
     from structsearch.errors import StudyError
 
-    if target.is_symlink():  # replace the file it points to, not the link
-        target = Path(os.path.realpath(target))
-    if target.exists() and not target.is_file():  # /dev/stdout, a pipe: nothing to keep, nowhere to rename to
-        try:
+    temporary = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        if target.is_symlink() or (target.exists() and not target.is_file()):
             with open(target, "w") as f:
                 f.write(text)
             return
-        except OSError as err:
-            raise StudyError(f"{target}: cannot write ({err.strerror or err})") from None
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.fchmod(handle, 0o666 & ~umask)  # as a plain open() would make it, not mkstemp's 0600
+        # O_EXCL: a fresh file; mode 0o666 under the process umask, as a plain open() would make it
+        handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(handle, "w") as f:
             f.write(text)
         os.replace(temporary, target)
     except OSError as err:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise StudyError(f"{target}: cannot write ({err.strerror or err})") from None

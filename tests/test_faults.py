@@ -597,3 +597,20 @@ class _Done:
 
     def to_dict(self) -> dict:
         return dict(self.structures)
+
+
+def crashed_evaluate(spec, **kw):
+    """slow_evaluate in this process; a segmentation fault (SIGSEGV) in every worker it started."""
+    if os.environ.get("STRUCTSEARCH_WORKER_OF"):
+        os.kill(os.getpid(), signal.SIGSEGV)
+    return slow_evaluate(spec, **kw)
+
+
+def test_a_worker_that_crashes_ends_the_session_naming_the_signal(runs, monkeypatch):
+    """A crash is not a kill from outside: its trial would crash the others too, so the session stops and says so."""
+    from structsearch.errors import StudyError
+
+    for key, value in _env(STRUCTSEARCH_TEST_SLEEP="0.3").items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(StudyError, match=r"worker 2 \(pid \d+\) was stopped by SIGSEGV"):
+        _search_in_process(runs, 60, "segv", "crashed_evaluate", workers=2)

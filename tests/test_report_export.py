@@ -195,3 +195,34 @@ def test_export_through_a_symlink_replaces_the_file_it_points_to(runs, tmp_path)
     link.symlink_to(real)
     export("r", top=2, path=link, runs_dir=runs)
     assert link.is_symlink() and len(json.loads(real.read_text())["specs"]) == 2
+
+
+def test_export_to_dev_stdout_writes_the_document_there(runs):
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "structsearch", "export", "r", "--runs-dir", str(runs), "-o", "/dev/stdout"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    document = out.stdout[: out.stdout.index("\n}\n") + 2]  # the JSON, then the table export prints
+    assert json.loads(document)["format"] == "structsearch.specs"
+
+
+def test_the_result_table_handles_zero_scores_and_names_where_the_study_is(tmp_path):
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    def zero(spec, task, budget, seed, width):
+        return SimpleNamespace(status="ok", score=0.0)
+
+    result = search("btt", task="toy", evaluate_fn=zero, trials=2, study="z", runs_dir=tmp_path, progress=False)
+    console = Console(width=300, record=True)
+    console.print(result)
+    text = console.export_text()
+    assert "dense 0 (best +0)" in text  # no relative difference to a zero score
+    assert f"structsearch report z --runs-dir {tmp_path}" in text

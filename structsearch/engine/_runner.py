@@ -102,8 +102,18 @@ class SearchResult:
             lines = [Comparison.model_validate(c).sentence() for c in self.confirmation["comparisons"]]
             table.add_row("confirmed", "\n".join(lines))
         table.add_row("elapsed", f"{self.elapsed_seconds:.1f} s")
-        table.add_row("next", f"structsearch report {self.study}  |  structsearch export {self.study} --top 3")
+        where = self._where()
+        table.add_row(
+            "next", f"structsearch report {self.study}{where}  |  structsearch export {self.study}{where} --top 3"
+        )
         return table
+
+    def _where(self) -> str:
+        """The flag that finds this study again: --runs-dir for a journal outside runs/, --storage otherwise."""
+        run_dir = Path(self.run_dir)
+        if Path(self.storage) == run_dir / "journal.log":
+            return "" if run_dir.parent == Path("runs") else f" --runs-dir {run_dir.parent}"
+        return f" --storage {self.storage}"
 
     def _against_references(self) -> str:
         """Each reference's score next to the best's, said so when a reference scored better."""
@@ -114,7 +124,10 @@ class SearchResult:
             if loss is None or best is None:
                 parts.append(f"{name} {row.get('status', 'failed')}")
                 continue
-            verdict = "the reference scores better" if loss < best else f"best {best / loss - 1:+.1%}"
+            if loss < best:
+                verdict = "the reference scores better"
+            else:  # relative where both are positive losses; a plug-in's scores may be 0 or negative
+                verdict = f"best {best / loss - 1:+.1%}" if loss > 0 and best > 0 else f"best {best - loss:+.4g}"
             parts.append(f"{name} {loss:.5g} ({verdict})")
         return ";  ".join(parts)
 
@@ -398,7 +411,7 @@ def search(
 
         check_compute_buys_a_step(task, confirm_flops)
     name = check_study_name(study if study is not None else _default_study_name(space_obj, task, objective))
-    if pruner not in (None, "none") and not isinstance(fn, FrontierScorer):  # nothing would ever be pruned
+    if pruner not in (None, "none") and (pareto or not getattr(fn, "reports_rungs", False)):  # nothing to prune
         raise TaskError(f"pruner: only the frontier evaluator reports rungs to prune on, got {pruner!r}")
     study_pruner = make_pruner(pruner)
     config: dict[str, Any] = {

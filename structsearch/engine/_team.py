@@ -79,10 +79,11 @@ class Team:
     def failed(self) -> bool:
         """Whether a worker has already stopped with an error (the session should end and say so).
 
-        A worker killed by a signal (``kill -9``, the OOM killer) is not one: the others notice its
-        silent trial by its heartbeat and re-run it, as they would a worker on another host.
+        A worker killed from outside (SIGKILL: ``kill -9``, the OOM killer) is not one: the others
+        notice its silent trial by its heartbeat and re-run it, as they would a worker on another
+        host. A worker that crashed (SIGSEGV, SIGABRT, ...) is one: its trial would crash them too.
         """
-        return any((p.poll() or 0) > 0 for p in self.procs)
+        return any(_failed(p.poll()) for p in self.procs)
 
     def callbacks(self) -> tuple[Callable[..., bool], ...]:
         """``search`` callbacks: end this worker's session after a trial once another has failed
@@ -111,10 +112,10 @@ class Team:
             out.seek(0)
             err.seek(0)
             text = out.read().decode("utf-8", "replace").strip()
-            if code < 0:  # killed: its session's trials are in the study, its running one was re-run
+            if code in _KILLED:  # killed: its session's trials are in the study, its running one was re-run
+                how = "interrupted" if code > 0 else f"killed by {_signal_name(-code)}"
                 warnings.warn(
-                    f"worker {k} (pid {p.pid}) was killed by {_signal_name(-code)}; "
-                    "the other workers re-ran its unfinished trial",
+                    f"worker {k} (pid {p.pid}) was {how}; the other workers re-ran its unfinished trial",
                     RuntimeWarning,
                     stacklevel=2,
                 )
@@ -122,7 +123,8 @@ class Team:
             if code != 0:
                 lines = err.read().decode("utf-8", "replace").strip().splitlines()
                 last = f": {lines[-1]}" if lines else ""
-                raise StudyError(f"worker {k} (pid {p.pid}) stopped with exit code {code}{last}")
+                how = f"was stopped by {_signal_name(-code)}" if code < 0 else f"stopped with exit code {code}"
+                raise StudyError(f"worker {k} (pid {p.pid}) {how}{last}")
             try:
                 found.append(json.loads(text.splitlines()[-1]))
             except (ValueError, IndexError):
@@ -133,6 +135,15 @@ class Team:
         for out, err in self.outputs:
             out.close()
             err.close()
+
+
+# exit codes of a worker stopped from outside, whose trial the others re-run: SIGKILL, an unhandled
+# SIGTERM (Popen gives -signal), or 130, the CLI's exit after SIGTERM or Ctrl-C re-queued its trial
+_KILLED = {-signal.SIGKILL, -signal.SIGTERM, 130}
+
+
+def _failed(code: int | None) -> bool:
+    return code is not None and code != 0 and code not in _KILLED
 
 
 def _signal_name(number: int) -> str:
