@@ -357,6 +357,29 @@ def plot_frontiers(result: ScaleResult, path: str) -> str:
     return path
 
 
+def _ladder(widths: Any, budgets: Any, task_budget: float) -> tuple[list[int], list[float]]:
+    """The widths and budgets to train, checked (types included) and each given once, else a TaskError."""
+    if isinstance(widths, (str, bytes)) or not isinstance(widths, Iterable):
+        raise TaskError(f"widths: expected a list of positive integers, got {widths!r}")
+    widths = list(widths)
+    whole = [
+        isinstance(w, numbers.Real) and not isinstance(w, bool) and math.isfinite(w) and w == int(w) for w in widths
+    ]
+    if not widths or not all(whole) or any(w < 1 for w in widths):
+        raise TaskError(f"widths: expected positive integers, got {widths!r}")
+    if budgets is None:
+        budgets = [task_budget * k for k in (1, 3, 10)]
+    elif isinstance(budgets, (str, bytes)) or not isinstance(budgets, Iterable):
+        raise TaskError(f"budgets: expected a list of positive FLOP counts, got {budgets!r}")
+    budgets = list(budgets)
+    if any(isinstance(b, bool) or not isinstance(b, numbers.Real) for b in budgets):
+        raise TaskError(f"budgets: expected positive FLOP counts, got {budgets!r}")
+    budgets = list(dict.fromkeys(float(b) for b in budgets))
+    if not budgets or any(not math.isfinite(b) or b <= 0 for b in budgets):
+        raise TaskError(f"budgets: expected positive FLOP counts, got {budgets!r}")
+    return list(dict.fromkeys(int(w) for w in widths)), budgets  # a width or budget given twice is trained once
+
+
 def scale(
     specs: str | Spec | os.PathLike | Sequence[str | Spec | os.PathLike],
     task: str | Any = "mlp-regression",
@@ -401,22 +424,7 @@ def scale(
     task_obj = get_task(task, **dict(task_options or {}))
     resolve_device(device)  # before a progress display starts: a bad device or thread count is one line
     check_threads(threads)
-    if isinstance(widths, (str, bytes)) or not isinstance(widths, Iterable):
-        raise TaskError(f"widths: expected a list of positive integers, got {widths!r}")
-    widths = list(widths)
-    if any(isinstance(w, bool) or not isinstance(w, numbers.Integral) or w < 1 for w in widths):
-        raise TaskError(f"widths: expected positive integers, got {widths!r}")
-    widths = list(dict.fromkeys(int(w) for w in widths))  # a width given twice is trained once
-    if budgets is None:
-        budgets = [float(task_obj.budget) * k for k in (1, 3, 10)]
-    elif isinstance(budgets, (str, bytes)) or not isinstance(budgets, Iterable):
-        raise TaskError(f"budgets: expected a list of positive FLOP counts, got {budgets!r}")
-    budgets = list(budgets)
-    if any(isinstance(b, bool) or not isinstance(b, numbers.Real) for b in budgets):
-        raise TaskError(f"budgets: expected positive FLOP counts, got {budgets!r}")
-    budgets = list(dict.fromkeys(float(b) for b in budgets))
-    if not budgets or any(not math.isfinite(b) or b <= 0 for b in budgets):
-        raise TaskError(f"budgets: expected positive FLOP counts, got {budgets!r}")
+    widths, budgets = _ladder(widths, budgets, float(task_obj.budget))
     total = len(parsed) * len(widths) * len(budgets)
     done = 0
     if progress is not None:  # the arguments are good: a progress display may start now

@@ -374,7 +374,8 @@ def _from_paper(text: str) -> Spec:
     parts = body.split("|" if "|" in body else ",")  # the paper writes |, taxonomy.md's tables commas
     if len(parts) != len(CLASSES):
         raise SpecError(
-            f"theta: expected 7 entries separated by '|' (alpha|beta|gamma|delta|epsilon|phi|rho), got {len(parts)}"
+            "theta: expected 7 entries separated by '|' or ',' (alpha|beta|gamma|delta|epsilon|phi|rho), "
+            f"got {len(parts)}"
         )
     return _validated({c: _parse_number(p, f"theta.{c}") for c, p in zip(CLASSES, parts, strict=True)})
 

@@ -122,7 +122,7 @@ def confirm_study(
                 seeds,
                 trials=numbers,
                 threads=threads,
-                progress=lambda done, total, label: bar(done, f"{label} done", total),
+                progress=lambda done, total, label: bar(done, f"{label} done; training the next", total),
             ).to_dict()
     except BaseException:  # interrupted or failed: let the next run (or another worker) do it
         study.set_user_attr("confirmation_claim", None)

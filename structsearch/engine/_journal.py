@@ -191,6 +191,7 @@ def _replayed(path: Path, backend: Any) -> Any:
         raise
     except (KeyError, IndexError, TypeError, ValueError, AttributeError, AssertionError) as err:
         # well-formed records that contradict each other (a trial that was never created, say)
-        raise StudyError(
-            f"{path}: the journal is damaged (Optuna cannot replay it: {type(err).__name__} {err})"
-        ) from None
+        import optuna
+
+        why = f"Optuna {optuna.__version__} cannot replay it: {type(err).__name__} {err}"
+        raise StudyError(f"{path}: the journal is damaged or from another Optuna ({why})") from None

@@ -406,13 +406,8 @@ def search(
     budget = float(budget) if budget is not None else default_budget
     width = width or default_width or 64
     check_budget_buys_a_step(evaluate_fn, fn, task, budget, width)
-    if confirm and confirm_flops is not None and (evaluate_fn is None or evaluate_fn in TRAINERS):
-        from structsearch.confirmation import check_compute_buys_a_step
-
-        check_compute_buys_a_step(task, confirm_flops)
+    _check_stages(fn, evaluate_fn, task, pareto, pruner, confirm_flops if confirm else None)
     name = check_study_name(study if study is not None else _default_study_name(space_obj, task, objective))
-    if pruner not in (None, "none") and (pareto or not getattr(fn, "reports_rungs", False)):  # nothing to prune
-        raise TaskError(f"pruner: only the frontier evaluator reports rungs to prune on, got {pruner!r}")
     study_pruner = make_pruner(pruner)
     config: dict[str, Any] = {
         "space": space_obj.model_dump(mode="json"),
@@ -492,6 +487,18 @@ def search(
         references=stored_references(study_obj),
         confirmation=study_obj.user_attrs.get("confirmation"),
     )
+
+
+def _check_stages(
+    fn: EvaluateFn, evaluate_fn: Any, task: str, pareto: bool, pruner: str | None, confirm_flops: float | None
+) -> None:
+    """Refuse, before a study is made, a pruner that could never prune and a confirmation that buys no step."""
+    if pruner not in (None, "none") and (pareto or not getattr(fn, "reports_rungs", False)):
+        raise TaskError(f"pruner: only the frontier evaluator reports rungs to prune on, got {pruner!r}")
+    if confirm_flops is not None and (evaluate_fn is None or evaluate_fn in TRAINERS):
+        from structsearch.confirmation import check_compute_buys_a_step
+
+        check_compute_buys_a_step(task, confirm_flops)
 
 
 def _check_arguments(

@@ -82,8 +82,9 @@ def open_storage(
 ) -> StudyLocation:
     """Open the storage of ``study``: the default journal in ``runs/<study>/`` or ``storage``."""
     directory = run_dir(study, runs_dir)
-    if storage is not None and not isinstance(storage, str):
-        raise StudyError(f"storage: expected a journal path or a database URL (a string), got {storage!r}")
+    if storage is not None and not isinstance(storage, (str, os.PathLike)):
+        raise StudyError(f"storage: expected a journal path or a database URL, got {storage!r}")
+    storage = None if storage is None else os.fspath(storage)
     if storage is None or storage == "":
         path = directory / JOURNAL_NAME
         if not create and not path.exists():

@@ -11,12 +11,13 @@
   standard MoE baseline (whole-FFN experts).
 """
 
-from structsearch.layers._einsum_linear import EinsumLinear, load_spec
+from structsearch.layers._einsum_linear import EinsumLinear
 from structsearch.layers._init import CoreInfo, init_linear_, param_groups, spectral_std
 from structsearch.layers._moe import BTTMoE, Router, aux_loss, make_layer
 from structsearch.layers._moe_ffn import MoEFFN
 from structsearch.layers._project import project_dense
 from structsearch.layers._surgery import LayerChange, StructurizeSummary, linear_factory, structurize
+from structsearch.spec import load_spec  # re-exported: layers.load_spec is where users met it first
 
 __all__ = [
     "BTTMoE",

@@ -33,7 +33,7 @@ from structsearch.sizes import MAX_PADDING, check_layer_sizes
 from structsearch.spec import CLASSES, SpecLike, load_spec
 from structsearch.taxonomy import Taxonomy, analyze
 
-__all__ = ["EinsumLinear", "load_spec"]
+__all__ = ["EinsumLinear"]
 
 _CORE_CLASSES = {"A": ("phi", "delta", "rho", "gamma", "alpha"), "B": ("phi", "epsilon", "rho", "gamma", "beta")}
 

@@ -183,7 +183,7 @@ class BTTMoE(nn.Module):
     @classmethod
     def from_spec(cls, spec_or_path: Any, d_in: int, d_out: int, *, index: int = 0, **kwargs: Any) -> BTTMoE:
         """Build from a routed spec (``btt-moe:experts=8,k=2``, a theta with ``moe``, or an exported file)."""
-        from structsearch.layers._einsum_linear import load_spec
+        from structsearch.spec import load_spec
 
         spec = load_spec(spec_or_path, index=index)
         if spec.moe is None:

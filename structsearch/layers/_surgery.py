@@ -19,11 +19,11 @@ from torch import nn
 
 from structsearch.errors import SizeError, SpecError, SurgeryError
 from structsearch.layers._dense import REPLACEABLE, DenseLayer, dense_layer
-from structsearch.layers._einsum_linear import SpecLike, load_spec
 from structsearch.layers._init import init_linear_
 from structsearch.layers._moe import make_layer
 from structsearch.layers._project import project_dense
 from structsearch.sizes import MAX_PADDING
+from structsearch.spec import SpecLike, load_spec
 
 __all__ = ["INIT_MODES", "LayerChange", "StructurizeSummary", "linear_factory", "structurize"]
 

@@ -12,6 +12,7 @@ with the task options and returns the task object.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterator
 from typing import Any
 
@@ -36,7 +37,7 @@ class LinearMapTask(Task):
         from structsearch.errors import TaskError
 
         for key, value in (("dim", dim), ("batch_size", batch_size)):  # checked here, not deep inside torch
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise TaskError(f"linear-map.{key}: expected a positive integer, got {value!r}")
         self.dim, self.batch_size = dim, batch_size
         self.options = {"dim": dim, "batch_size": batch_size, "seed": seed}
