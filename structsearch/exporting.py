@@ -165,7 +165,6 @@ def export(
     check_output(target, "output", StudyError, create_parent=path is None)
     _check_replaceable(target)
     doc = export_document(study, top, storage, runs_dir)
-    target.parent.mkdir(parents=True, exist_ok=True)
     _write_atomically(target, json.dumps(doc, indent=2) + "\n")
     return {**doc, "path": str(target)}
 
@@ -197,6 +196,7 @@ def _write_atomically(target: Path, text: str) -> None:
 
     temporary = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)  # the study's run folder, when missing
         if target.is_symlink() or (target.exists() and not target.is_file()):
             with open(target, "w") as f:
                 f.write(text)

@@ -461,11 +461,11 @@ def load_spec(spec_or_path: SpecLike, index: int = 0) -> Spec:
     is_path = isinstance(spec_or_path, os.PathLike) or (
         isinstance(spec_or_path, str) and spec_or_path.strip().endswith(".json")
     )
-    if isinstance(spec_or_path, str) and not is_path and not spec_or_path.strip().startswith("{"):
-        is_path = "\x00" not in spec_or_path and os.path.isfile(spec_or_path)
-        looks_like_a_path = os.sep in spec_or_path or spec_or_path.startswith(".")
-        if looks_like_a_path and "\x00" not in spec_or_path and os.path.isdir(spec_or_path):
-            raise SpecError(f"{spec_or_path}: is a folder; expected a spec file (such as runs/<study>/best.json)")
+    text = spec_or_path if isinstance(spec_or_path, str) else None
+    if text is not None and not is_path and not text.strip().startswith("{") and "\x00" not in text:
+        is_path = os.path.isfile(text)
+        if (os.sep in text or text.startswith(".")) and os.path.isdir(text):
+            raise SpecError(f"{text}: is a folder; expected a spec file (such as runs/<study>/best.json)")
     if not is_path:
         return parse_spec(spec_or_path)  # type: ignore[arg-type]
     if isinstance(index, bool) or not isinstance(index, int):

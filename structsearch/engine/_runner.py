@@ -36,7 +36,13 @@ from structsearch.engine._scorers import (
 )
 from structsearch.engine._space import Space, load_space
 from structsearch.engine._steering import CandidatePool, TaxonomySampler, candidate_pool
-from structsearch.engine._storage import StudyLocation, check_study_name, open_storage
+from structsearch.engine._storage import (
+    DEFAULT_RUNS_DIR,
+    JOURNAL_NAME,
+    StudyLocation,
+    check_study_name,
+    open_storage,
+)
 from structsearch.engine._team import local_workers
 from structsearch.errors import SpaceError, StructSearchError, StudyError, TaskError
 
@@ -111,8 +117,8 @@ class SearchResult:
     def _where(self) -> str:
         """The flag that finds this study again: --runs-dir for a journal outside runs/, --storage otherwise."""
         run_dir = Path(self.run_dir)
-        if Path(self.storage) == run_dir / "journal.log":
-            return "" if run_dir.parent == Path("runs") else f" --runs-dir {run_dir.parent}"
+        if Path(self.storage) == run_dir / JOURNAL_NAME:
+            return "" if run_dir.parent == DEFAULT_RUNS_DIR else f" --runs-dir {run_dir.parent}"
         return f" --storage {self.storage}"
 
     def _against_references(self) -> str:

@@ -38,6 +38,12 @@ __all__ = ["EinsumLinear"]
 _CORE_CLASSES = {"A": ("phi", "delta", "rho", "gamma", "alpha"), "B": ("phi", "epsilon", "rho", "gamma", "beta")}
 
 
+def check_input_width(layer: nn.Module, x: Tensor) -> None:
+    """Inputs (..., layer.d_in), as nn.Linear checks, instead of a reshape's puzzling message."""
+    if x.shape[-1:] != (layer.d_in,):
+        raise RuntimeError(f"{type(layer).__name__}: expected inputs (..., {layer.d_in}), got {tuple(x.shape)}")
+
+
 class EinsumLinear(nn.Module):
     """A d_in -> d_out linear layer structured by a spec theta (taxonomy.md 1).
 
@@ -164,8 +170,7 @@ class EinsumLinear(nn.Module):
 
     # -- compute ---------------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:
-        if x.shape[-1:] != (self.d_in,):  # as nn.Linear would, instead of a reshape's puzzling message
-            raise RuntimeError(f"{type(self).__name__}: expected inputs (..., {self.d_in}), got {tuple(x.shape)}")
+        check_input_width(self, x)
         batch = x.shape[:-1]
         core_a, core_b, bias = self.A, self.B, self.bias
         if torch.is_autocast_enabled(x.device.type):

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from structsearch.errors import SpecError
+from structsearch.layers._einsum_linear import check_input_width
 from structsearch.layers._fast_paths import btt_contract
 from structsearch.layers._init import CoreInfo, init_core_
 from structsearch.sizes import MAX_PADDING, check_layer_sizes
@@ -223,8 +224,7 @@ class BTTMoE(nn.Module):
         return self.router.stats()
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.shape[-1:] != (self.d_in,):  # as nn.Linear would, instead of a reshape's puzzling message
-            raise RuntimeError(f"{type(self).__name__}: expected inputs (..., {self.d_in}), got {tuple(x.shape)}")
+        check_input_width(self, x)
         batch = x.shape[:-1]
         cores = (self.A, self.B, self.bias)
         if torch.is_autocast_enabled(x.device.type):
